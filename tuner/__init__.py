@@ -1,0 +1,42 @@
+"""tuner: which optimizer, with which settings, trains my model best?
+
+The public surface. ``import tuner`` stays light: torch, Ray, MLflow and FastAPI load only
+when a function that needs them runs.
+
+Example::
+
+    import tuner
+
+    optimizer, scheduler = tuner.load_optimizer("best.yaml", model.parameters())
+"""
+
+from __future__ import annotations
+
+from tuner.errors import (
+    JobNotFoundError,
+    JobStateError,
+    SearchSpaceError,
+    SpecError,
+    TaskError,
+    TunerError,
+)
+from tuner.export import load_optimizer
+from tuner.spec import JobSpec, load_job_file, parse_job
+from tuner.task import Task, TaskFactory
+
+__all__ = [
+    "JobNotFoundError",
+    "JobSpec",
+    "JobStateError",
+    "SearchSpaceError",
+    "SpecError",
+    "Task",
+    "TaskError",
+    "TaskFactory",
+    "TunerError",
+    "load_job_file",
+    "load_optimizer",
+    "parse_job",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,62 @@
+"""The ``tuner`` command line (Typer + Rich).
+
+Errors a user can cause print one red line on stderr and exit 1; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tuner.cli._display import console, err_console
+from tuner.errors import TunerError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tuner",
+    help="Which optimizer, with which settings, trains my model best?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn a TunerError into one red line and exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TunerError as e:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    _state["debug"] = debug or os.environ.get("TUNER_DEBUG") == "1"
+
+
+def main() -> None:
+    app(prog_name="tuner")
+
+
+from tuner.cli import _catalog, _jobs  # noqa: E402,F401 - registers the commands
+

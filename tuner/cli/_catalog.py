@@ -1,0 +1,66 @@
+"""``tuner spaces`` and ``tuner tasks``: what can be tuned, on what."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tuner.cli import app, friendly
+from tuner.cli._display import console
+
+
+def _range(dist: object) -> str:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return "{" + ", ".join(str(c) for c in dist.choices) + "}"
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        kind = "log " if dist.log else ""
+        return f"{kind}[{dist.low:g}, {dist.high:g}]"
+    return str(dist)
+
+
+@app.command()
+@friendly
+def spaces(
+    name: Annotated[str | None, typer.Argument(help="Show one search space in full.")] = None,
+) -> None:
+    """List the optimizers' search spaces (search_spaces/*.yaml)."""
+    import search_spaces
+
+    names = [name] if name else search_spaces.available()
+    table = Table(header_style="bold")
+    table.add_column("optimizer")
+    table.add_column("torch.optim")
+    table.add_column("tuned parameters (Optuna distributions)")
+    table.add_column("description")
+    for space_name in names:
+        space = search_spaces.load(space_name)
+        params = "\n".join(f"{key} {_range(dist)}" for key, dist in
+                           space.distributions().items())
+        fixed = ", ".join(f"{k}={v}" for k, v in space.fixed.items())
+        cls = space.torch_class + (f"({fixed})" if fixed else "")
+        table.add_row(space_name, cls, params, space.description)
+    console.print(table)
+    if not name:
+        console.print("Override a range in a job file: [bold]space_overrides: "
+                      "{adam: {lr: {low: 1.0e-4, high: 1.0e-2}}}[/]")
+
+
+@app.command()
+@friendly
+def tasks() -> None:
+    """List the tasks a job can train: built-in and installed (entry points ``tuner.tasks``)."""
+    from tuner.task import available_tasks
+
+    table = Table(header_style="bold")
+    for column in ("task", "kind", "metrics (metric: in a job file)", "description"):
+        table.add_column(column)
+    for info in available_tasks():
+        metrics = ", ".join(["val_loss", "train_loss", *(f"val_{m}" for m in info.metrics)])
+        table.add_row(info.name, info.kind, metrics, info.description)
+    console.print(table)
+    console.print("Your own task: [bold]task: package.module:factory[/] "
+                  "(a function seed -> tuner.Task; see README)")

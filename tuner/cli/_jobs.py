@@ -1,0 +1,221 @@
+"""``tuner run``, ``demo``, ``jobs``, ``status``, ``export`` and ``ui`` on the local store."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tuner.cli import app, friendly
+from tuner.cli._display import JobBars, console, fmt, jobs_table, leaderboard_table
+from tuner.config import Settings, get_settings
+from tuner.errors import TunerError
+from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file
+
+#: The demo: the seven classic optimizers on the digits, a few minutes on 2 CPU cores.
+DEMO_JOB = {
+    "name": "demo-digits",
+    "task": "digits-mlp",
+    "optimizers": list(CLASSIC_OPTIMIZERS),
+    "trials": 12,
+    "epochs": 15,
+    "metric": "val_accuracy",
+    "mode": "max",
+    "sampler": "tpe",
+    "pruner": "median",
+    "seed": 0,
+    "final_seeds": 3,
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+    "max_concurrent": 2,
+    "target": 0.95,
+}
+
+
+def _execute(spec: JobSpec, settings: Settings) -> int:
+    """Record the job, run it with progress bars, print the leaderboard and where things are."""
+    from tuner.jobs import create_local_job, run_job
+    from tuner.tracking import experiment_link
+
+    job_id = create_local_job(settings, spec)
+    console.print(
+        f"[bold]job {job_id}[/] {spec.name}: {len(spec.optimizers)} optimizers × "
+        f"{spec.trials} trials × {spec.epochs} epochs on [bold]{spec.task}[/] "
+        f"({spec.metric}, {spec.mode}; sampler {spec.sampler}, pruner {spec.pruner})"
+    )
+    with JobBars(spec.optimizers, spec.trials, spec.metric) as bars:
+        outcome = run_job(settings, job_id, spec, on_progress=bars.update)
+    console.print()
+    console.print(leaderboard_table(
+        outcome.leaderboard, metric=spec.metric, mode=spec.mode,
+        title=f"job {job_id}: {spec.name} on {spec.task} — ranked by the mean of "
+              f"{spec.final_seeds} final re-runs of each optimizer's best setting",
+    ))
+    best = outcome.export.get("best")
+    console.print(f"best optimizer: [bold green]{best}[/]  ({outcome.seconds:.0f} s)")
+    from tuner.jobs import export_path
+
+    console.print(f"export:  {export_path(settings, job_id).resolve()}  "
+                  f"(tuner.load_optimizer(path, model.parameters()))")
+    console.print(f"MLflow:  tuner ui {job_id}   → "
+                  f"{experiment_link('http://127.0.0.1:5000', outcome.experiment_id)}")
+    return job_id
+
+
+@app.command()
+@friendly
+def run(
+    job_file: Annotated[Path, typer.Argument(help="The job file (YAML).")],
+) -> None:
+    """Run a tuning job in this process on a local Ray (or RAY_ADDRESS's cluster)."""
+    spec = load_job_file(job_file)
+    _execute(spec, get_settings())
+
+
+@app.command()
+@friendly
+def demo(
+    trials: Annotated[int, typer.Option(help="Trials per optimizer.")] = DEMO_JOB["trials"],
+    epochs: Annotated[int, typer.Option(help="Epochs per trial.")] = DEMO_JOB["epochs"],
+) -> None:
+    """Compare the seven classic optimizers (GD, SGD, mini-batch, Momentum, Nesterov,
+    RMSprop, Adam) on the digits: tuning, final re-runs, leaderboard, export, MLflow."""
+    from tuner.spec import parse_job
+
+    spec = parse_job({**DEMO_JOB, "trials": trials, "epochs": epochs}, source="demo")
+    _execute(spec, get_settings())
+
+
+def _store(settings: Settings) -> Any:
+    from tuner import store
+
+    store.upgrade(settings.database_url)
+    return store
+
+
+@app.command()
+@friendly
+def jobs(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+) -> None:
+    """List the jobs of this store."""
+    settings = get_settings()
+    store = _store(settings)
+    with store.session_scope(settings.database_url) as session:
+        rows = []
+        for job in store.list_jobs(session, limit=limit, state=state):
+            row = job.to_dict()
+            row["optimizers"] = (job.spec or {}).get("optimizers", [])
+            rows.append(row)
+        total = store.count_jobs(session, state=state)
+    if not rows:
+        console.print("no jobs yet: try [bold]tuner demo[/] or [bold]tuner run JOB.yaml[/]")
+        return
+    console.print(jobs_table(rows))
+    if total > len(rows):
+        console.print(f"{len(rows)} of {total} jobs; --limit {total} shows all")
+
+
+def _load_job(settings: Settings, job_id: int | None) -> Any:
+    store = _store(settings)
+    with store.session_scope(settings.database_url) as session:
+        if job_id is None:
+            job = store.latest_job(session)
+            if job is None:
+                raise TunerError("no jobs in this store yet: try tuner demo")
+        else:
+            job = store.get_job(session, job_id)
+        session.expunge(job)
+        return job
+
+
+@app.command()
+@friendly
+def status(job_id: Annotated[int, typer.Argument(help="The job's id.")]) -> None:
+    """Show a job: its state, per-optimizer progress, and its leaderboard once done."""
+    settings = get_settings()
+    job = _load_job(settings, job_id)
+    console.print(f"[bold]job {job.id}[/] {job.name} on {job.task}: [bold]{job.state}[/]")
+    if job.error:
+        console.print(f"[red]error:[/] {job.error}")
+    progress = (job.progress or {}).get("optimizers", {})
+    for name, p in progress.items():
+        console.print(
+            f"  {name:<10} {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
+            f"ok {p['complete']} · pruned {p['pruned']} · diverged {p['diverged']} · "
+            f"failed {p['failed']} · running {p['running']} · best {fmt(p['best'])}"
+        )
+    if job.result:
+        spec = job.spec
+        console.print(leaderboard_table(job.result["leaderboard"], metric=spec["metric"],
+                                        mode=spec["mode"], title="leaderboard"))
+
+
+@app.command()
+@friendly
+def export(
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    format: Annotated[str, typer.Option("--format", "-f",
+                                        help="yaml, json or python.")] = "yaml",
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write to this file.")] = None,
+) -> None:
+    """The best configuration of each optimizer, ready for torch.optim."""
+    from tuner.export import FORMATS, render_export
+
+    if format not in FORMATS:
+        raise TunerError(f"--format: unknown format {format!r}; allowed: {', '.join(FORMATS)}")
+    settings = get_settings()
+    job = _load_job(settings, job_id)
+    if not job.result:
+        raise TunerError(f"job {job.id} is {job.state}; only a succeeded job has an export")
+    text = render_export(job.result["export"], format)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    console.print(f"wrote {output}")
+
+
+@app.command()
+@friendly
+def ui(
+    job_id: Annotated[int | None, typer.Argument(help="The job to open (default: latest).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    print_only: Annotated[bool, typer.Option("--print-link",
+                                             help="Only print the link.")] = False,
+) -> None:
+    """Open the MLflow UI on the configured tracking store, at the job's Runs table."""
+    from tuner.tracking import experiment_link
+
+    settings = get_settings()
+    uri = settings.tracking_uri
+    remote = uri.startswith(("http://", "https://"))
+    base = uri if remote else f"http://{host}:{port}"
+    experiment_id = None
+    try:
+        job = _load_job(settings, job_id)
+        experiment_id = job.mlflow_experiment_id
+    except TunerError:
+        if job_id is not None:
+            raise
+    link = experiment_link(base, experiment_id) if experiment_id else base
+    console.print(f"MLflow UI: [bold]{link}[/]")
+    if remote or print_only:
+        return
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "server", "--backend-store-uri", uri, "--host", host,
+               "--port", str(port), "--workers", "1"]
+    if settings.artifact_root:
+        command += ["--default-artifact-root", settings.artifact_root]
+    console.print(f"serving {uri} (Ctrl-C stops)")
+    try:
+        subprocess.run(command, check=False)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,61 @@
+"""Configuration, twelve-factor: environment variables with embedded defaults.
+
+| variable              | default                          | at scale                     |
+|-----------------------|----------------------------------|------------------------------|
+| ``TUNER_DB_URL``        | ``sqlite:///.tuner/tuner.db``      | ``postgresql+psycopg://...`` |
+| ``MLFLOW_TRACKING_URI`` | ``sqlite:///.tuner/mlflow.db``     | ``http://mlflow:5000``       |
+| ``RAY_ADDRESS``         | unset: a local Ray is started    | ``ray://head:10001``, ``auto`` |
+| ``TUNER_API_TOKEN``     | unset                            | a secret                     |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Where tuner keeps its state. Read anew by :func:`get_settings` on every call."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".tuner"), validation_alias=AliasChoices("TUNER_HOME"),
+        description="Folder of the embedded stores (SQLite files, MLflow artifacts, exports).",
+    )
+    db_url: str | None = Field(default=None, validation_alias=AliasChoices("TUNER_DB_URL"))
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI")
+    )
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"))
+    api_token: str | None = Field(default=None, validation_alias=AliasChoices("TUNER_API_TOKEN"))
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the jobs table and the Optuna studies."""
+        return self.db_url or f"sqlite:///{self.home / 'tuner.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str | None:
+        """Artifact location of new experiments; ``None`` lets a tracking server decide."""
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
+        return (self.home / "artifacts").resolve().as_uri()
+
+    def ensure_home(self) -> None:
+        """Create the folder of the embedded SQLite stores when they are used."""
+        if self.database_url.startswith("sqlite") or self.tracking_uri.startswith("sqlite"):
+            self.home.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    return Settings()

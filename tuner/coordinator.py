@@ -1,0 +1,648 @@
+"""The coordinator: one Optuna study per optimizer, trials on long-lived Ray workers.
+
+For a job it
+
+1. opens (or resumes) the study ``job-<id>-<optimizer>`` of every optimizer, all with the
+   same sampler seed, trial budget and data split, so the comparison is fair by construction;
+2. starts at most ``max_concurrent`` :class:`workers.actor.TrialWorker` actors, placed by Ray
+   resources (``cpus_per_trial``, fractional ``gpus_per_trial``);
+3. asks each study for a configuration whenever a worker is idle (the optimizers take turns),
+   drives the worker epoch chunk by epoch chunk, reports to the pruner between chunks, and
+   tells Optuna the outcome: COMPLETE, PRUNED or FAIL (a divergence is a FAIL whose MLflow
+   state says DIVERGED: the protocol counts it, never drops it);
+4. re-trains each optimizer's best setting with ``final_seeds`` seeds (MLflow runs tagged
+   ``final``, not trials of the study: they would feed the sampler);
+5. ranks the optimizers and builds the export.
+
+A worker that dies takes its trial with it: the trial is told FAIL (``tuner.reason`` says
+why), its configuration is enqueued again, a new worker replaces the dead one, and the lost
+trial does not count against the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tuner.config import Settings
+from tuner.errors import JobStateError, TaskError, TunerError
+from tuner.spec import JobSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search_spaces import SearchSpace
+    from tuner.tracking import JobTracker
+
+__all__ = ["Coordinator", "JobCancelled", "JobOutcome", "JobProgress", "OptimizerProgress"]
+
+logger = logging.getLogger(__name__)
+
+#: Final re-runs use the seeds of DeepOBS (42, 43, ...), shifted by the job's seed.
+FINAL_SEED_BASE = 42
+
+
+class JobCancelled(JobStateError):
+    """The job was cancelled while it ran."""
+
+
+@dataclass
+class OptimizerProgress:
+    """Counts of one optimizer's study, as the progress bars and the jobs table show them."""
+
+    name: str
+    budget: int
+    complete: int = 0
+    pruned: int = 0
+    diverged: int = 0
+    failed: int = 0
+    lost: int = 0  # trials whose worker died; re-run, not counted against the budget
+    running: int = 0
+    best: float | None = None
+    best_trial: int | None = None
+    final_total: int = 0
+    final_done: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.diverged + self.failed
+
+    @property
+    def started(self) -> int:
+        return self.finished + self.running
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "name"} | {
+            "finished": self.finished
+        }
+
+
+@dataclass
+class JobProgress:
+    job_id: int
+    metric: str
+    mode: str
+    phase: str = "starting"  # starting | search | final | done
+    optimizers: dict[str, OptimizerProgress] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, "optimizers": {
+            name: p.to_dict() for name, p in self.optimizers.items()}}
+
+
+@dataclass
+class FinalRun:
+    seed: int
+    value: float | None
+    state: str
+    epochs: list[dict[str, Any]]
+
+
+@dataclass
+class OptimizerResult:
+    """The outcome of one optimizer: its best trial and the final re-runs of it."""
+
+    name: str
+    space: SearchSpace
+    best_value: float | None = None
+    best_trial: int | None = None
+    best_params: dict[str, Any] | None = None  # Optuna's parameter names
+    hyperparameters: dict[str, Any] | None = None  # the shared names, as logged
+    config: dict[str, Any] | None = None  # OptimizerConfig.to_dict()
+    best_run_id: str | None = None
+    best_epochs: list[dict[str, Any]] = field(default_factory=list)
+    finals: list[FinalRun] = field(default_factory=list)
+
+
+@dataclass
+class JobOutcome:
+    job_id: int
+    spec: JobSpec
+    results: dict[str, OptimizerResult]
+    progress: JobProgress
+    experiment_id: str
+    job_run_id: str
+    export: dict[str, Any]
+    leaderboard: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
+class _Slot:
+    """One trial or final re-run in flight on a worker."""
+
+    key: str
+    optimizer: str
+    kind: str  # "trial" | "final"
+    number: int
+    seed: int
+    config: dict[str, Any]
+    params: dict[str, Any]
+    worker: Any
+    trial: optuna.trial.Trial | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+def ensure_ray(address: str | None) -> None:
+    """Join the cluster at ``address`` (``RAY_ADDRESS``), or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        return
+    # Workers import a user's `package.module:factory` from where tuner was started.
+    path = os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])])
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+
+
+def make_sampler(spec: JobSpec) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    seed = spec.seed
+    match spec.sampler:
+        case "tpe":
+            # The constant liar keeps concurrent workers from asking for the same point.
+            return optuna.samplers.TPESampler(
+                seed=seed, constant_liar=spec.max_concurrent > 1, n_startup_trials=5
+            )
+        case "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        case "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        case "gp":
+            return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+        case "qmc":
+            # AlgoPerf's baselines use quasi-random (Sobol) search.
+            return optuna.samplers.QMCSampler(
+                seed=seed, scramble=True, warn_independent_sampling=False,
+                warn_asynchronous_seeding=False,
+            )
+    raise ValueError(spec.sampler)
+
+
+def make_pruner(spec: JobSpec) -> optuna.pruners.BasePruner:
+    import optuna
+
+    match spec.pruner:
+        case "none":
+            return optuna.pruners.NopPruner()
+        case "median":
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=5, n_warmup_steps=max(1, spec.epochs // 5)
+            )
+        case "sha":
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+        case "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.epochs)
+    raise ValueError(spec.pruner)
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+class Coordinator:
+    """Runs jobs: studies, workers, MLflow, results. Shared by ``tuner run`` and the service.
+
+    Args:
+        settings: Where the databases, MLflow and Ray are.
+        on_progress: Called with a :class:`JobProgress` after every event (keep it cheap).
+        should_cancel: Polled between events; ``True`` stops the job (``JobCancelled``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_progress: Callable[[JobProgress], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_progress = on_progress or (lambda progress: None)
+        self.should_cancel = should_cancel or (lambda: False)
+
+    # -- the job ---------------------------------------------------------------------------
+
+    def run(self, job_id: int, spec: JobSpec) -> JobOutcome:
+        """Run a whole job: search, final re-runs, leaderboard, export.
+
+        Raises:
+            TaskError: the task does not build or does not report the job's metric.
+            JobCancelled: ``should_cancel`` said so; every started trial is ended first.
+        """
+        import optuna
+        import ray
+
+        import search_spaces
+        from tuner.tracking import JobTracker
+        from workers.actor import TrialWorker
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        started = time.monotonic()
+        self.settings.ensure_home()
+        ensure_ray(self.settings.ray_address)
+
+        spec_doc = spec.model_dump(mode="json")
+        spaces = {
+            name: search_spaces.load(name, spec.space_overrides.get(name))
+            for name in spec.optimizers
+        }
+        storage = open_storage(self.settings.database_url)
+        studies: dict[str, optuna.Study] = {}
+        for name in spec.optimizers:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=spec.study_name(job_id, name),
+                sampler=make_sampler(spec),
+                pruner=make_pruner(spec),
+                direction=spec.direction,
+                load_if_exists=True,
+            )
+            study.set_user_attr("tuner.job", job_id)
+            study.set_user_attr("tuner.optimizer", name)
+            study.set_user_attr("tuner.task", spec.task)
+            studies[name] = study
+
+        self._progress = JobProgress(job_id=job_id, metric=spec.metric, mode=spec.mode)
+        self._progress.optimizers = {
+            name: OptimizerProgress(name=name, budget=spec.trials) for name in spec.optimizers
+        }
+        tracker = JobTracker(
+            self.settings.tracking_uri, self.settings.artifact_root,
+            job_id=job_id, job_name=spec.name,
+        )
+        tracker.start(spec=spec_doc, optimizers=spec.optimizers)
+        self.tracker, self.spec, self.spaces, self.studies = tracker, spec, spaces, studies
+        self.results = {name: OptimizerResult(name=name, space=spaces[name])
+                        for name in spec.optimizers}
+        self._pending: dict[Any, _Slot] = {}
+        self._final_queue: list[tuple[str, int]] = []
+        self._finals_planned: set[str] = set()
+        self._deadline = started + spec.timeout_s if spec.timeout_s else math.inf
+        self._workers: list[Any] = []
+        self._info: dict[int, Any] = {}
+        self._worker_options = {
+            "num_cpus": spec.resources.cpus_per_trial,
+            "num_gpus": spec.resources.gpus_per_trial,
+        }
+        self._worker_cls = TrialWorker
+        status = "FAILED"
+        try:
+            self._start_workers()
+            info = self._info[id(self._workers[0])]
+            if spec.metric not in info.metrics:
+                raise TaskError(
+                    f"metric: task {spec.task!r} does not report {spec.metric!r}; it reports "
+                    f"{', '.join(info.metrics)}"
+                )
+            self._train_size = info.train_size
+            for name, study in studies.items():
+                if not study.trials:
+                    # Trial 0 of every optimizer is its library defaults: "several
+                    # optimizers at their defaults do about as well as tuning" (Crowded Valley).
+                    study.enqueue_trial(spaces[name].defaults(train_size=self._train_size))
+            self._progress.phase = "search"
+            self._emit()
+            self._loop()
+            self._progress.phase = "done"
+            self._emit()
+            outcome = self._outcome(job_id, started)
+            status = "FINISHED"
+            return outcome
+        except JobCancelled:
+            status = "KILLED"
+            raise
+        finally:
+            self._abandon_pending(status)
+            for worker in self._workers:
+                ray.kill(worker, no_restart=True)
+            if status != "FINISHED":
+                try:
+                    tracker.finish_job(status=status, metrics={})
+                except Exception as e:  # noqa: BLE001 - the job's own error matters more
+                    logger.warning("could not end the MLflow job run: %s", e)
+            tracker.close()
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        import ray
+
+        spec = self.spec
+        resources = ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        per_cpu, per_gpu = spec.resources.cpus_per_trial, spec.resources.gpus_per_trial
+        fits = int(cpus // per_cpu)
+        if per_gpu > 0:
+            if gpus == 0:
+                raise TunerError(
+                    f"resources.gpus_per_trial: the job asks {per_gpu} GPU per trial, but the "
+                    "Ray cluster has no GPU; set it to 0 or join a cluster with GPUs (RAY_ADDRESS)"
+                )
+            fits = min(fits, int(gpus // per_gpu))
+        if fits < 1:
+            raise TunerError(
+                f"resources: one trial needs {per_cpu} CPU and {per_gpu} GPU, but the Ray "
+                f"cluster has {cpus:g} CPU and {gpus:g} GPU"
+            )
+        count = min(spec.max_concurrent, fits, len(spec.optimizers) * spec.trials)
+        self._workers = [self._new_worker() for _ in range(count)]
+        self._idle = list(self._workers)
+        # Building the task once per worker also loads and caches its data set there.
+        infos = ray.get([worker.describe.remote() for worker in self._workers])
+        self._info = {id(w): info for w, info in zip(self._workers, infos, strict=True)}
+
+    def _new_worker(self) -> Any:
+        threads = max(1, int(self.spec.resources.cpus_per_trial))
+        return self._worker_cls.options(**self._worker_options).remote(
+            self.spec.task, num_threads=threads
+        )
+
+    # -- the event loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import ray
+
+        while True:
+            if self.should_cancel():
+                raise JobCancelled(f"job {self._progress.job_id} was cancelled")
+            while self._idle and self._dispatch(self._idle[-1]):
+                self._idle.pop()
+            if not self._pending:
+                return
+            done, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
+            for ref in done:
+                slot = self._pending.pop(ref)
+                self._on_result(slot, ref)
+            if done:
+                self._emit()
+
+    def _dispatch(self, worker: Any) -> bool:
+        """Give an idle worker its next trial or final re-run; False when there is none."""
+        if time.monotonic() < self._deadline:
+            candidates = [p for p in self._progress.optimizers.values()
+                          if p.started < p.budget + p.lost]
+            if candidates:
+                progress = min(candidates, key=lambda p: p.started)
+                self._start_trial(worker, progress.name)
+                return True
+        self._plan_finals()
+        if self._final_queue:
+            name, seed = self._final_queue.pop(0)
+            self._start_final(worker, name, seed)
+            return True
+        return False
+
+    def _start_trial(self, worker: Any, name: str) -> None:
+        from tuner.tracking import run_name
+
+        study, space = self.studies[name], self.spaces[name]
+        trial = study.ask(space.distributions())
+        params = dict(trial.params)
+        seed = self.spec.seed + trial.number
+        hyper = space.hyperparameters(params, train_size=self._train_size)
+        config = space.optimizer_config(params, train_size=self._train_size).to_dict()
+        slot = _Slot(key=f"{name}/trial/{trial.number}", optimizer=name, kind="trial",
+                     number=trial.number, seed=seed, config=config, params=params,
+                     worker=worker, trial=trial)
+        trial.set_user_attr("seed", seed)
+        self._progress.optimizers[name].running += 1
+        self.tracker.run_started(
+            slot.key, optimizer=name, level="trial", number=trial.number,
+            name=run_name(name, trial.number, hyper), params=hyper,
+            tags={"tuner.seed": str(seed), "tuner.optuna_study": study.study_name},
+        )
+        self._submit(slot, start=True)
+
+    def _start_final(self, worker: Any, name: str, seed: int) -> None:
+        result = self.results[name]
+        assert result.config is not None and result.best_trial is not None
+        slot = _Slot(key=f"{name}/final/{seed}", optimizer=name, kind="final",
+                     number=result.best_trial, seed=seed, config=result.config,
+                     params=result.best_params or {}, worker=worker)
+        self.tracker.run_started(
+            slot.key, optimizer=name, level="final", number=result.best_trial,
+            name=f"{name} final seed={seed}", params=result.hyperparameters or {},
+            tags={"tuner.seed": str(seed)},
+        )
+        self._submit(slot, start=True)
+
+    def _chunk(self, slot: _Slot) -> int:
+        # Between chunks the pruner decides and cancellation and the deadline are checked;
+        # one actor call per epoch costs about a millisecond.
+        if slot.kind == "trial" and self.spec.pruner != "none":
+            return 1
+        return max(1, min(5, self.spec.epochs // 4))
+
+    def _submit(self, slot: _Slot, *, start: bool = False) -> None:
+        if start:
+            ref = slot.worker.start.remote(
+                slot.key, slot.config, seed=slot.seed, epochs=self._chunk(slot),
+                budget=self.spec.epochs,
+            )
+        else:
+            ref = slot.worker.advance.remote(slot.key, epochs=self._chunk(slot))
+        self._pending[ref] = slot
+
+    def _on_result(self, slot: _Slot, ref: Any) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            step = ray.get(ref)
+        except RayActorError as e:
+            self._on_worker_death(slot, e)
+            return
+        except RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            self._finish(slot, "FAIL", reason=f"{type(cause).__name__}: {cause}")
+            return
+        slot.epochs.extend(step.epochs)
+        metric = self.spec.metric
+        if slot.kind == "trial" and self.spec.pruner != "none":
+            for report in step.epochs:
+                value = report["metrics"].get(metric)
+                if value is not None and math.isfinite(value):
+                    slot.trial.report(value, report["epoch"])  # type: ignore[union-attr]
+        if step.diverged:
+            self._finish(slot, "DIVERGED", reason="the loss became NaN or inf")
+        elif step.finished:
+            self._finish(slot, "COMPLETE")
+        elif slot.kind == "trial" and slot.trial.should_prune():  # type: ignore[union-attr]
+            self._finish(slot, "PRUNED")
+        elif slot.kind == "trial" and time.monotonic() >= self._deadline:
+            self._finish(slot, "FAIL", reason=f"stopped at the job's timeout_s={self.spec.timeout_s:g}")
+        else:
+            self._submit(slot)
+
+    def _on_worker_death(self, slot: _Slot, error: Exception) -> None:
+        import ray
+
+        reason = f"worker died: {type(error).__name__}"
+        logger.warning("%s while running %s; a new worker takes over", reason, slot.key)
+        self._finish(slot, "FAIL", reason=reason, idle=False)
+        progress = self._progress.optimizers[slot.optimizer]
+        if slot.kind == "trial":
+            progress.lost += 1
+            self.studies[slot.optimizer].enqueue_trial(
+                slot.params, user_attrs={"rerun_of": slot.number}, skip_if_exists=False
+            )
+        else:
+            self._final_queue.insert(0, (slot.optimizer, slot.seed))
+        self._workers.remove(slot.worker)
+        ray.kill(slot.worker, no_restart=True)
+        replacement = self._new_worker()
+        self._info[id(replacement)] = ray.get(replacement.describe.remote())
+        self._workers.append(replacement)
+        self._idle.append(replacement)
+
+    def _finish(self, slot: _Slot, state: str, *, reason: str | None = None,
+                idle: bool = True) -> None:
+        """End a trial or final run everywhere: Optuna, MLflow, the counts."""
+        import optuna
+
+        progress = self._progress.optimizers[slot.optimizer]
+        metric = self.spec.metric
+        value = slot.epochs[-1]["metrics"].get(metric) if slot.epochs else None
+        if state == "COMPLETE" and (value is None or not math.isfinite(value)):
+            state, reason = "FAIL", f"no finite {metric} at the last epoch"
+        tags = {"tuner.reason": reason} if reason else {}
+        info = self._info.get(id(slot.worker))
+        if info is not None:
+            tags |= {"tuner.node": info.node, "tuner.node_id": info.node_id,
+                     "tuner.device": info.device}
+        if slot.kind == "trial":
+            trial = slot.trial
+            assert trial is not None
+            progress.running -= 1
+            trial.set_user_attr("tuner_state", state)
+            if reason:
+                trial.set_user_attr("reason", reason[:500])
+            if state == "COMPLETE":
+                self.studies[slot.optimizer].tell(trial, value)
+                progress.complete += 1
+                if progress.best is None or self._better(value, progress.best):
+                    progress.best, progress.best_trial = value, slot.number
+                    self.results[slot.optimizer].best_epochs = slot.epochs
+            elif state == "PRUNED":
+                self.studies[slot.optimizer].tell(trial, state=optuna.trial.TrialState.PRUNED)
+                progress.pruned += 1
+            else:
+                self.studies[slot.optimizer].tell(trial, state=optuna.trial.TrialState.FAIL)
+                if state == "DIVERGED":
+                    progress.diverged += 1
+                elif not reason or not reason.startswith("worker died"):
+                    progress.failed += 1
+        else:
+            progress.final_done += 1
+            self.results[slot.optimizer].finals.append(
+                FinalRun(seed=slot.seed, value=value if state == "COMPLETE" else None,
+                         state=state, epochs=slot.epochs)
+            )
+        summary = {f"final_{metric}": value} if value is not None and state == "COMPLETE" else {}
+        self.tracker.run_finished(slot.key, state=state, epochs=slot.epochs, tags=tags,
+                                  summary=summary)
+        if idle:
+            self._idle.append(slot.worker)
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.spec.mode == "min" else a > b
+
+    def _plan_finals(self) -> None:
+        """Queue the final re-runs of every optimizer whose search has ended."""
+        import optuna
+
+        for name, progress in self._progress.optimizers.items():
+            if name in self._finals_planned or progress.running:
+                continue
+            searching = (progress.started < progress.budget + progress.lost
+                         and time.monotonic() < self._deadline)
+            if searching:
+                continue
+            self._finals_planned.add(name)
+            study, result = self.studies[name], self.results[name]
+            complete = study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,))
+            if not complete:
+                continue
+            best = study.best_trial
+            result.best_value, result.best_trial = best.value, best.number
+            result.best_params = dict(best.params)
+            space = self.spaces[name]
+            result.hyperparameters = space.hyperparameters(best.params,
+                                                           train_size=self._train_size)
+            result.config = space.optimizer_config(best.params,
+                                                   train_size=self._train_size).to_dict()
+            result.best_run_id = None
+            seeds = [FINAL_SEED_BASE + self.spec.seed + i for i in range(self.spec.final_seeds)]
+            progress.final_total = len(seeds)
+            self._final_queue.extend((name, seed) for seed in seeds)
+            if seeds:
+                self._progress.phase = "final"
+
+    def _abandon_pending(self, status: str) -> None:
+        """End whatever is still in flight (an error or a cancellation): nothing is left
+        RUNNING in Optuna or MLflow."""
+        reason = "job cancelled" if status == "KILLED" else "job failed"
+        for slot in list(self._pending.values()):
+            try:
+                self._finish(slot, "FAIL", reason=reason, idle=False)
+            except Exception as e:  # noqa: BLE001 - keep ending the others
+                logger.warning("could not end %s: %s", slot.key, e)
+        self._pending.clear()
+
+    def _emit(self) -> None:
+        try:
+            self.on_progress(self._progress)
+        except Exception as e:  # noqa: BLE001 - a display must never stop a job
+            logger.warning("progress callback failed: %s", e)
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _outcome(self, job_id: int, started: float) -> JobOutcome:
+        from tuner.export import build_export
+        from tuner.report import leaderboard
+
+        self._plan_finals()  # optimizers whose search ended without a final phase
+        for name, result in self.results.items():
+            if result.best_trial is not None:
+                result.best_run_id = self.tracker.run_id(f"{name}/trial/{result.best_trial}")
+        board = leaderboard(self.spec, self.results, self._progress)
+        export = build_export(job_id, self.spec, self.results, board)
+        for row in board:
+            name = row["optimizer"]
+            result = self.results[name]
+            metrics = {f"best_{self.spec.metric}": row["best"],
+                       f"final_mean_{self.spec.metric}": row["mean"],
+                       f"final_std_{self.spec.metric}": row["std"],
+                       "rank": row["rank"]}
+            self.tracker.log_optimizer(
+                name, metrics={k: v for k, v in metrics.items() if v is not None},
+                params={f"best.{k}": v for k, v in (result.hyperparameters or {}).items()},
+            )
+        return JobOutcome(
+            job_id=job_id, spec=self.spec, results=self.results, progress=self._progress,
+            experiment_id=self.tracker.experiment_id, job_run_id=self.tracker.job_run_id,
+            export=export, leaderboard=board, seconds=time.monotonic() - started,
+        )
+

@@ -1,0 +1,46 @@
+"""The errors tuner raises.
+
+Every error a user can cause is a :class:`TunerError`; the CLI prints its message as one
+red line and exits 1, the REST API answers with the same text.
+
+::
+
+    TunerError
+     ├── SpecError(TunerError, ValueError)        a job file or REST body is invalid
+     ├── SearchSpaceError(TunerError, ValueError)  a search-space file or override is invalid
+     ├── TaskError(TunerError, LookupError)        an unknown or broken task
+     ├── JobNotFoundError(TunerError, LookupError) no job with that id in this store
+     └── JobStateError(TunerError, RuntimeError)   the job is not in a state that allows it
+"""
+
+from __future__ import annotations
+
+
+class TunerError(Exception):
+    """Base class of every error a user of tuner can cause."""
+
+
+class SpecError(TunerError, ValueError):
+    """A job specification is invalid. ``problems`` lists every bad field, one line each."""
+
+    def __init__(self, problems: list[str], *, source: str = "job") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = "; ".join(self.problems)
+        super().__init__(f"{source}: {lines}")
+
+
+class SearchSpaceError(TunerError, ValueError):
+    """A search-space file, or an override of one, is invalid."""
+
+
+class TaskError(TunerError, LookupError):
+    """A task name does not resolve, or its factory does not build a valid Task."""
+
+
+class JobNotFoundError(TunerError, LookupError):
+    """No job with the given id exists in the configured store."""
+
+
+class JobStateError(TunerError, RuntimeError):
+    """The job's state does not allow the requested operation."""

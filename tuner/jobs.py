@@ -1,0 +1,128 @@
+"""Run a stored job: the one path shared by ``tuner run``, ``tuner demo`` and the service.
+
+It moves the job through its states in the jobs table, runs the coordinator, keeps the
+job's per-optimizer progress current (at most once a second), and stores the result: the
+leaderboard and export in the table, and the export file and leaderboard as artifacts of
+the job's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuner.config import Settings
+from tuner.coordinator import Coordinator, JobCancelled, JobOutcome, JobProgress
+from tuner.spec import JobSpec
+
+__all__ = ["create_local_job", "export_path", "run_job"]
+
+
+def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") -> int:
+    """Record a job in the jobs table (queued) and return its id."""
+    from tuner import store
+
+    settings.ensure_home()
+    store.upgrade(settings.database_url)
+    with store.session_scope(settings.database_url) as session:
+        job = store.create_job(
+            session, name=spec.name, task=spec.task, spec=spec.model_dump(mode="json"),
+            origin=origin,
+        )
+        session.flush()
+        return job.id
+
+
+def export_path(settings: Settings, job_id: int) -> Path:
+    return settings.home / "exports" / f"job-{job_id}.yaml"
+
+
+def run_job(
+    settings: Settings,
+    job_id: int,
+    spec: JobSpec,
+    *,
+    on_progress: Callable[[JobProgress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> JobOutcome:
+    """Run job ``job_id`` to its end and record it. Raises what the coordinator raised."""
+    from tuner import store
+    from tuner.export import render_export
+
+    url = settings.database_url
+    with store.session_scope(url) as session:
+        store.set_state(session, store.get_job(session, job_id), store.JobState.RUNNING)
+
+    last_saved = 0.0
+
+    def progress(snapshot: JobProgress) -> None:
+        nonlocal last_saved
+        if on_progress is not None:
+            on_progress(snapshot)
+        now = time.monotonic()
+        if now - last_saved >= 1.0 or snapshot.phase == "done":
+            last_saved = now
+            with store.session_scope(url) as session:
+                store.update_progress(session, job_id, snapshot.to_dict())
+
+    coordinator = Coordinator(settings, on_progress=progress, should_cancel=should_cancel)
+    try:
+        outcome = coordinator.run(job_id, spec)
+    except JobCancelled as e:
+        _end(url, job_id, store.JobState.CANCELLED, message=str(e))
+        raise
+    except BaseException as e:
+        _end(url, job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}")
+        raise
+
+    # The export file a user can hand to torch.optim, next to the job's MLflow run.
+    path = export_path(settings, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_text = render_export(outcome.export, "yaml")
+    path.write_text(export_text)
+    board = [{k: v for k, v in row.items()} for row in outcome.leaderboard]
+    tracker = coordinator.tracker
+    summary: dict[str, float] = {}
+    for row in board:
+        value = row["mean"] if row["mean"] is not None else row["best"]
+        if value is not None:
+            summary[f"{row['optimizer']}.{spec.metric}"] = value
+    tracker.finish_job(
+        status="FINISHED",
+        metrics=summary,
+        artifacts={
+            "export.yaml": export_text,
+            "leaderboard.json": json.dumps(board, indent=2, default=_json_default),
+        },
+    )
+    result: dict[str, Any] = {
+        "export": outcome.export,
+        "leaderboard": json.loads(json.dumps(board, default=_json_default)),
+        "seconds": outcome.seconds,
+        "export_path": str(path.resolve()),
+    }
+    with store.session_scope(url) as session:
+        store.set_result(session, job_id, result)
+        store.set_mlflow(session, job_id, experiment_id=outcome.experiment_id,
+                         run_id=outcome.job_run_id)
+        store.update_progress(session, job_id, outcome.progress.to_dict())
+        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
+    return outcome
+
+
+def _end(url: str, job_id: int, state: Any, *, error: str | None = None,
+         message: str | None = None) -> None:
+    from tuner import store
+
+    with store.session_scope(url) as session:
+        store.set_state(session, store.get_job(session, job_id), state, error=error,
+                        message=message)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float):
+        return None
+    return str(value)

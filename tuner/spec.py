@@ -1,0 +1,172 @@
+"""The job file: one pydantic model shared by the CLI (YAML) and the REST API (JSON).
+
+Every validation message lives here. A bad document is refused whole, before anything is
+stored, with one line per bad field naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuner.errors import SpecError
+
+__all__ = ["PRUNERS", "SAMPLERS", "JobSpec", "Resources", "load_job_file", "parse_job"]
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+PRUNERS = ("none", "median", "sha", "hyperband")
+
+#: The seven classic optimizers of the demo, in the order people learn them.
+CLASSIC_OPTIMIZERS = ("gd", "sgd", "minibatch", "momentum", "nag", "rmsprop", "adam")
+
+
+class Resources(BaseModel):
+    """What one trial reserves on a Ray node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus_per_trial: float = Field(default=1, gt=0, le=256)
+    gpus_per_trial: float = Field(default=0, ge=0, le=16)
+
+
+class JobSpec(BaseModel):
+    """A tuning job: which optimizers to compare on which task, and how hard to search.
+
+    Example::
+
+        spec = JobSpec(task="digits-mlp", optimizers=["sgd", "adam"], trials=20, epochs=10)
+    """
+
+    model_config = ConfigDict(extra="forbid", str_max_length=300)
+
+    name: str = Field(default="job", min_length=1, max_length=200)
+    task: str = Field(min_length=1, max_length=300)
+    optimizers: list[str] = Field(min_length=1, max_length=64)
+    trials: int = Field(default=20, ge=1, le=100_000)
+    epochs: int = Field(default=20, ge=1, le=100_000)
+    metric: str = Field(default="val_loss", min_length=1, max_length=100)
+    mode: Literal["min", "max"] = "min"
+    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
+    pruner: Literal["none", "median", "sha", "hyperband"] = "none"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    final_seeds: int = Field(default=3, ge=0, le=1000)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int = Field(default=2, ge=1, le=10_000)
+    timeout_s: float | None = Field(default=None, gt=0)
+    target: float | None = Field(
+        default=None, description="A value of `metric` whose first epoch is reported."
+    )
+    space_overrides: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> JobSpec:
+        # Imported here: the search-space loader and the task registry are the authority
+        # on what exists, and `import tuner` stays light.
+        import search_spaces
+        from tuner.errors import TaskError
+        from tuner.task import task_target
+
+        problems: list[str] = []
+        known = search_spaces.available()
+        seen: set[str] = set()
+        for i, name in enumerate(self.optimizers):
+            if name not in known:
+                problems.append(
+                    f"optimizers[{i}]: unknown optimizer {name!r}; available: "
+                    f"{', '.join(known)} (see tuner spaces)"
+                )
+            elif name in seen:
+                problems.append(f"optimizers[{i}]: {name!r} is listed twice")
+            seen.add(name)
+        try:
+            task_target(self.task)
+        except TaskError as e:
+            problems.append(f"task: {e}")
+        if self.metric not in ("val_loss", "train_loss") and not self.metric.startswith("val_"):
+            problems.append(
+                f"metric: {self.metric!r} is not reported; allowed: val_loss, train_loss "
+                "or val_<metric> of the task (see tuner tasks)"
+            )
+        for name, overrides in self.space_overrides.items():
+            if name not in self.optimizers:
+                problems.append(
+                    f"space_overrides.{name}: {name!r} is not one of this job's optimizers "
+                    f"({', '.join(self.optimizers)})"
+                )
+                continue
+            problems.extend(search_spaces.validate_overrides(name, overrides))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def study_name(self, job_id: int, optimizer: str) -> str:
+        """The Optuna study of one optimizer of a job: ``job-<id>-<optimizer>``."""
+        return f"job-{job_id}-{optimizer}"
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        return "minimize" if self.mode == "min" else "maximize"
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "value_error" and not loc:
+            # Our cross-field check: its message already names each field, one per line.
+            message = str(item["msg"]).removeprefix("Value error, ")
+            problems.extend(message.splitlines())
+            continue
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(JobSpec.model_fields) if "." not in loc else "cpus_per_trial, gpus_per_trial"
+            message = f"unknown field; allowed: {allowed}"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        elif item["type"] == "literal_error":
+            message = f"got {item.get('input')!r}; {item['msg'][0].lower()}{item['msg'][1:]}"
+        elif "input" in item and not isinstance(item["input"], dict | list):
+            message = f"got {item['input']!r}; {item['msg'][0].lower()}{item['msg'][1:]}"
+        problems.append(f"{loc}: {message}")
+    return problems
+
+
+def parse_job(document: Any, *, source: str = "job") -> JobSpec:
+    """Validate a job document (a dict from YAML or JSON).
+
+    Raises:
+        SpecError: listing every bad field at once.
+    """
+    if not isinstance(document, dict):
+        raise SpecError(
+            [f"a job is a mapping of fields (name, task, optimizers, ...), got {type(document).__name__}"],
+            source=source,
+        )
+    try:
+        return JobSpec.model_validate(document)
+    except ValidationError as e:
+        raise SpecError(_format_errors(e), source=source) from None
+
+
+def load_job_file(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job file.
+
+    Raises:
+        SpecError: the file is missing, is not YAML, or has bad fields.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError([f"cannot read the job file: {e.strerror}"], source=str(path)) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError([f"not valid YAML{where}: {problem}"], source=str(path)) from None
+    return parse_job(document, source=str(path))

@@ -1,0 +1,53 @@
+"""The jobs store: ``tuner_*`` tables next to Optuna's studies, in one database.
+
+Example:
+    >>> from tuner import store
+    >>> store.upgrade(url)
+    >>> with store.session_scope(url) as session:
+    ...     job = store.create_job(session, name="digits", task="digits-mlp", spec=spec)
+    ...     store.set_state(session, job, store.JobState.RUNNING)
+"""
+
+from __future__ import annotations
+
+from tuner.store._engine import get_engine, session_scope, upgrade
+from tuner.store._jobs import (
+    TRANSITIONS,
+    claim_next_queued,
+    count_jobs,
+    create_job,
+    get_job,
+    job_events,
+    latest_job,
+    list_jobs,
+    request_cancel,
+    set_mlflow,
+    set_result,
+    set_state,
+    update_progress,
+)
+from tuner.store._models import TERMINAL_STATES, Base, Job, JobEvent, JobState
+
+__all__ = [
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "Base",
+    "Job",
+    "JobEvent",
+    "JobState",
+    "claim_next_queued",
+    "count_jobs",
+    "create_job",
+    "get_job",
+    "get_engine",
+    "job_events",
+    "latest_job",
+    "list_jobs",
+    "request_cancel",
+    "session_scope",
+    "set_mlflow",
+    "set_result",
+    "set_state",
+    "update_progress",
+    "upgrade",
+]

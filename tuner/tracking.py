@@ -1,0 +1,267 @@
+"""Every MLflow call of tuner lives here.
+
+One experiment per job; a parent run per job (``tuner.level=job``), a nested run per
+optimizer (``optimizer``), a nested run per trial (``trial``) and per multi-seed re-run of
+the best setting (``final``). Trial and final runs carry ``tuner.job``, ``tuner.optimizer``,
+``tuner.trial`` and ``tuner.state`` so the UI can filter and a script can join with Optuna.
+
+Logging is off the trial's critical path: a single background thread owns the client and
+executes the calls in order, and a trial's per-epoch metrics go out in one ``log_batch``
+when the trial ends (against a tracking server one call costs ~55 ms, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["JobTracker", "experiment_link", "run_name"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def run_name(optimizer: str, number: int, params: Mapping[str, Any]) -> str:
+    """Short names first (the Run Name column is narrow): ``adam #17 lr=1.2e-03 bs=64``."""
+    parts = [f"{optimizer} #{number}"]
+    if "lr" in params:
+        parts.append(f"lr={float(params['lr']):.1e}")
+    if "batch_size" in params:
+        parts.append(f"bs={params['batch_size']}")
+    return " ".join(parts)
+
+
+def experiment_link(base_url: str, experiment_id: str) -> str:
+    """The link that opens a job on its Runs table in the model-training view."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class JobTracker:
+    """The MLflow side of one job.
+
+    Args:
+        tracking_uri: Where MLflow stores runs.
+        artifact_root: Artifact location of a new experiment (``None``: the server decides).
+        job_id: The job's id in the jobs table.
+        job_name: Its name; the experiment is ``job-<id>-<name>``.
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: str | None, *, job_id: int,
+                 job_name: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.job_id = job_id
+        self.experiment_name = f"job-{job_id}-{job_name}"
+        self.experiment_id = ""
+        self.job_run_id = ""
+        self.optimizer_runs: dict[str, str] = {}
+        self._runs: dict[str, str] = {}  # trial key -> run id, written by the logging thread
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-mlflow")
+        self._pending: list[Future[Any]] = []
+        self._lock = threading.Lock()
+        self.errors: list[str] = []
+
+    # -- the job and its optimizers (synchronous: done once, before any trial) -------------
+
+    def start(self, *, spec: Mapping[str, Any], optimizers: Iterable[str]) -> None:
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            self.experiment_id = self.client.create_experiment(
+                self.experiment_name,
+                artifact_location=(
+                    f"{self.artifact_root}/{self.experiment_name}" if self.artifact_root else None
+                ),
+                tags={
+                    "mlflow.experimentKind": "custom_model_development",
+                    "tuner.job": str(self.job_id),
+                    "mlflow.note.content": (
+                        f"tuner job {self.job_id}: {', '.join(optimizers)} on {spec['task']}"
+                    ),
+                },
+            )
+        else:
+            self.experiment_id = experiment.experiment_id
+        job_run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"job {self.job_id} {spec.get('name', '')}".strip(),
+            tags={"tuner.level": "job", "tuner.job": str(self.job_id),
+                  "tuner.task": str(spec["task"])},
+        )
+        self.job_run_id = job_run.info.run_id
+        self._log_batch_now(self.job_run_id, params=_flatten(spec))
+        for name in optimizers:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={"mlflow.parentRunId": self.job_run_id, "tuner.level": "optimizer",
+                      "tuner.job": str(self.job_id), "tuner.optimizer": name},
+            )
+            self.optimizer_runs[name] = run.info.run_id
+
+    # -- trials (asynchronous, in order, on the logging thread) ----------------------------
+
+    def run_started(self, key: str, *, optimizer: str, level: str, number: int,
+                    name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """A trial (``level="trial"``) or final re-run (``"final"``) has begun."""
+        all_tags = {
+            "mlflow.parentRunId": self.optimizer_runs[optimizer],
+            "tuner.level": level,
+            "tuner.job": str(self.job_id),
+            "tuner.optimizer": optimizer,
+            "tuner.trial": str(number),
+            "tuner.state": "RUNNING",
+            **tags,
+        }
+
+        def create() -> None:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            self._runs[key] = run.info.run_id
+            self._log_batch_now(run.info.run_id, params=params)
+
+        self._submit(create)
+
+    def run_finished(self, key: str, *, state: str, epochs: list[Mapping[str, Any]],
+                     tags: Mapping[str, str] | None = None,
+                     summary: Mapping[str, float] | None = None) -> None:
+        """Log a run's per-epoch metrics in one batch and end it with its final state.
+
+        ``state`` is ``COMPLETE``, ``PRUNED``, ``FAIL`` or ``DIVERGED``; MLflow's run status
+        is FINISHED for the first two and FAILED otherwise.
+        """
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        metrics = [
+            Metric(key=name, value=_finite(value), timestamp=now, step=int(report["epoch"]))
+            for report in epochs
+            for name, value in report["metrics"].items()
+        ]
+        metrics += [Metric(key=k, value=_finite(v), timestamp=now, step=0)
+                    for k, v in (summary or {}).items()]
+        all_tags = {"tuner.state": state, **(tags or {})}
+        status = "FINISHED" if state in ("COMPLETE", "PRUNED") else "FAILED"
+
+        def finish() -> None:
+            run_id = self._runs.get(key)
+            if run_id is None:
+                return  # its creation failed and was reported already
+            self._log_batch_now(run_id, metrics=metrics, tags=all_tags)
+            self.client.set_terminated(run_id, status=status)
+
+        self._submit(finish)
+
+    def run_id(self, key: str) -> str | None:
+        """The MLflow run of a trial key, once the logging thread has created it."""
+        self.flush()
+        return self._runs.get(key)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def log_optimizer(self, optimizer: str, *, metrics: Mapping[str, float],
+                      params: Mapping[str, Any], status: str = "FINISHED") -> None:
+        run_id = self.optimizer_runs[optimizer]
+
+        def log() -> None:
+            self._log_batch_now(run_id, params=params, metrics=_metrics(metrics))
+            self.client.set_terminated(run_id, status=status)
+
+        self._submit(log)
+
+    def finish_job(self, *, status: str, metrics: Mapping[str, float],
+                   artifacts: Mapping[str, str] | None = None,
+                   files: Iterable[str] = ()) -> None:
+        """End the job run: summary metrics, text artifacts (name -> content) and files."""
+        self.flush()
+        self._log_batch_now(self.job_run_id, metrics=_metrics(metrics))
+        for name, content in (artifacts or {}).items():
+            self.client.log_text(self.job_run_id, content, name)
+        for path in files:
+            self.client.log_artifact(self.job_run_id, path)
+        for optimizer, run_id in self.optimizer_runs.items():
+            run = self.client.get_run(run_id)
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(self.job_run_id, status=status)
+
+    def flush(self) -> None:
+        """Wait until every queued MLflow call has been made."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        self.flush()
+        self._executor.shutdown(wait=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _submit(self, call: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                call()
+            except Exception as e:  # noqa: BLE001 - logging must never kill the job
+                logger.warning("MLflow logging failed: %s", e)
+                self.errors.append(str(e))
+
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._executor.submit(guarded))
+
+    def _log_batch_now(self, run_id: str, *, metrics: list[Any] | None = None,
+                       params: Mapping[str, Any] | None = None,
+                       tags: Mapping[str, str] | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        metric_list = list(metrics or [])
+        # MLflow caps one batch at 1000 metrics, 100 params and 100 tags.
+        while metric_list or param_list or tag_list:
+            self.client.log_batch(
+                run_id,
+                metrics=metric_list[:_BATCH_LIMIT],
+                params=param_list[:100],
+                tags=tag_list[:100],
+            )
+            metric_list, param_list, tag_list = (
+                metric_list[_BATCH_LIMIT:], param_list[100:], tag_list[100:]
+            )
+
+
+def _finite(value: float) -> float:
+    # MLflow stores NaN but some backends reject inf; keep the sign of a divergence.
+    if value != value:
+        return float("nan")
+    return max(min(float(value), 1e308), -1e308)
+
+
+def _metrics(values: Mapping[str, float]) -> list[Any]:
+    from mlflow.entities import Metric
+
+    now = _now_ms()
+    return [Metric(key=k, value=_finite(v), timestamp=now, step=0) for k, v in values.items()
+            if v is not None]
+
+
+def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
