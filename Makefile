@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`, on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test bench lint clean
+
+$(BIN)/tuner: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch (constraints-cpu.txt); the package itself accepts any torch >= 2.4.
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e ".[dev]"
+	touch $(BIN)/tuner
+
+setup: $(BIN)/tuner
+
+demo: setup
+	$(BIN)/tuner demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_overhead.py
+
+lint: setup
+	$(BIN)/ruff check tuner workers search_spaces tests benchmarks
+
+clean:
+	rm -rf $(VENV) .tuner
