@@ -155,6 +155,8 @@ def ensure_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    # Ray's start-up chatter (token authentication notice, ...) is not the user's business.
+    logging.getLogger("ray").setLevel(logging.ERROR)
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         return

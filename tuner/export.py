@@ -55,11 +55,11 @@ def build_export(
             continue
         optimizers[row["optimizer"]] = {
             "class": result.config["class"],
-            "kwargs": result.config["kwargs"],
+            "kwargs": _rounded(result.config["kwargs"]),
             "batch_size": result.config["batch_size"],
-            "scheduler": result.config["scheduler"],
-            "score": {"best": row["best"], "mean": row["mean"], "std": row["std"],
-                      "seeds": row["seeds"]},
+            "scheduler": _rounded(result.config["scheduler"]),
+            "score": _rounded({"best": row["best"], "mean": row["mean"], "std": row["std"],
+                               "seeds": row["seeds"]}),
             "trial": result.best_trial,
             "mlflow_run_id": result.best_run_id,
         }
@@ -70,6 +70,17 @@ def build_export(
         "best": next(iter(optimizers), None),
         "optimizers": optimizers,
     }
+
+
+def _rounded(value: Any, digits: int = 6) -> Any:
+    """Floats to ``digits`` significant digits: readable files, same training behaviour."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def render_export(document: Mapping[str, Any], fmt: str = "yaml") -> str:

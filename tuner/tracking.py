@@ -59,6 +59,8 @@ class JobTracker:
                  job_name: str) -> None:
         from mlflow import MlflowClient
 
+        # MLflow announces the creation of its tables at INFO; the progress bars are enough.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root

@@ -11,17 +11,6 @@ from tuner.cli import app, friendly
 from tuner.cli._display import console
 
 
-def _range(dist: object) -> str:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return "{" + ", ".join(str(c) for c in dist.choices) + "}"
-    if isinstance(dist, FloatDistribution | IntDistribution):
-        kind = "log " if dist.log else ""
-        return f"{kind}[{dist.low:g}, {dist.high:g}]"
-    return str(dist)
-
-
 @app.command()
 @friendly
 def spaces(
@@ -34,12 +23,11 @@ def spaces(
     table = Table(header_style="bold")
     table.add_column("optimizer")
     table.add_column("torch.optim")
-    table.add_column("tuned parameters (Optuna distributions)")
+    table.add_column("parameters (LU = log-uniform, 1-x: tuned as 1 - value)")
     table.add_column("description")
     for space_name in names:
         space = search_spaces.load(space_name)
-        params = "\n".join(f"{key} {_range(dist)}" for key, dist in
-                           space.distributions().items())
+        params = "\n".join(f"{key} {spec.describe()}" for key, spec in space.params.items())
         fixed = ", ".join(f"{k}={v}" for k, v in space.fixed.items())
         cls = space.torch_class + (f"({fixed})" if fixed else "")
         table.add_row(space_name, cls, params, space.description)

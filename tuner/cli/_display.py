@@ -79,19 +79,19 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: s
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("optimizer")
-    table.add_column(f"final {metric} {arrow}\nmean ± std", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("vs leader\n(Welch t)", justify="left")
+    table.add_column(f"final {metric} {arrow}\nmean ± std (n)", justify="right")
+    table.add_column("95% CI\n±", justify="right")
+    table.add_column("vs #1\nWelch t", justify="left")
     table.add_column("best trial", justify="right")
     table.add_column("lr", justify="right")
     table.add_column("batch", justify="right")
-    table.add_column("trials ok/pruned/\ndiverged/failed", justify="right")
+    table.add_column("trials ok/\npr/div/fail", justify="right")
     show_target = any("target_epoch" in row for row in rows)
     if show_target:
-        table.add_column("target\nepoch", justify="right")
+        table.add_column("epoch at\ntarget", justify="right")
     for row in rows:
         if row.get("mean") is not None:
-            score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)} (n={row['seeds']})"
+            score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)} ({row['seeds']})"
         else:
             score = "–"
         p = row.get("p_vs_leader")
