@@ -73,7 +73,9 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
     # Phase timers: wrap (in this process only) the functions a job goes through.
     phases: dict[str, float] = {}
     counts: dict[str, int] = {}
+    timeline: list[tuple[str, float, float]] = []  # (label, start, end) after t0, first calls
     train_s = [0.0]
+    t0 = time.perf_counter()
 
     def timed(owner: Any, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -83,8 +85,11 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 return original(*a, **k)
             finally:
-                phases[label] = phases.get(label, 0.0) + time.perf_counter() - t
+                end = time.perf_counter()
+                phases[label] = phases.get(label, 0.0) + end - t
                 counts[label] = counts.get(label, 0) + 1
+                if counts[label] <= 2:
+                    timeline.append((label.strip(), round(t - t0, 3), round(end - t0, 3)))
 
         setattr(owner, name, wrapper)
 
@@ -95,6 +100,8 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
     timed(optuna, "create_study", "optuna.create_study")
     timed(tracking.JobTracker, "start", "MLflow: store creation + experiment + job/optimizer runs")
     timed(coord.Coordinator, "_start_workers", "start worker actors + describe()")
+    timed(coord.Coordinator, "run", "Coordinator.run (total)")
+    timed(ray, "kill", "  ray.kill (per worker)")
     timed(coord.Coordinator, "_loop", "trial loop (ask -> train on actors -> tell)")
     timed(coord.Coordinator, "_start_trial", "  driver: study.ask + queue MLflow run (per trial)")
     timed(coord.Coordinator, "_outcome", "outcome: best trial, leaderboard, export")
@@ -116,6 +123,12 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
 
     coord.Coordinator._finish = finish  # type: ignore[method-assign]
 
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0 = time.perf_counter()
     settings = get_settings()
     spec = parse_job({
@@ -138,8 +151,14 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
     outcome = jobs.run_job(settings, job_id, spec)
     run_job_s = time.perf_counter() - t_run
     inner = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
     progress = outcome.progress.optimizers[args.optimizer]
     phases["run_job (total)"] = run_job_s
+    t = time.perf_counter()
+    ray.shutdown()
+    shutdown_s = time.perf_counter() - t
     return {
         "inner_seconds": inner,
         "imports_seconds": imports_s,
@@ -147,8 +166,10 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
         "trials_other": progress.pruned + progress.diverged + progress.failed,
         "best": progress.best,
         "train_seconds": train_s[0],
+        "shutdown_seconds": shutdown_s,
         "phases": phases,
         "phase_calls": counts,
+        "timeline": sorted(timeline, key=lambda e: e[1]),
     }
 
 
@@ -269,6 +290,9 @@ def _child_script(args: argparse.Namespace) -> dict[str, Any]:
             threads.add(result.metrics.get("torch_threads"))
     best = results.get_best_result(metric=METRIC, mode=MODE).metrics[METRIC]
     inner = time.perf_counter() - t0
+    t = time.perf_counter()
+    ray.shutdown()
+    shutdown_s = time.perf_counter() - t
     return {
         "inner_seconds": inner,
         "imports_seconds": imports_s,
@@ -278,6 +302,7 @@ def _child_script(args: argparse.Namespace) -> dict[str, Any]:
         "best": best,
         "train_seconds": train_s,
         "torch_threads": sorted(t for t in threads if t is not None),
+        "shutdown_seconds": shutdown_s,
         "phases": {"Tuner.fit (incl. ray.init)": fit_s},
     }
 
@@ -348,6 +373,8 @@ def _run_way(way: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", way, "--out", str(out),
                "--trials", str(args.trials), "--epochs", str(args.epochs),
                "--optimizer", args.optimizer]
+    if args.profile and way == "tuner":
+        command += ["--profile", str(Path(args.profile).resolve())]
     log = folder / "child.log"
     started = time.perf_counter()
     with log.open("w") as handle:
@@ -380,6 +407,8 @@ def main() -> None:
     parser.add_argument("--no-train-only", action="store_true",
                         help="skip the in-process training-only reference")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the tuner way's driver into FILE (pstats)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -104,6 +104,20 @@ class FinalRun:
 
 
 @dataclass
+class TrialRecord:
+    """One finished trial, as the report draws it (learning-rate sensitivity, tunability)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL or DIVERGED
+    value: float | None  # the metric at the trial's last epoch
+    hyperparameters: dict[str, Any]
+    epochs: int
+    seconds: float
+    curve: list[float]  # the metric per epoch
+    finished_at: float  # seconds since the job started: the order trials ended in
+
+
+@dataclass
 class OptimizerResult:
     """The outcome of one optimizer: its best trial and the final re-runs of it."""
 
@@ -117,6 +131,32 @@ class OptimizerResult:
     best_run_id: str | None = None
     best_epochs: list[dict[str, Any]] = field(default_factory=list)
     finals: list[FinalRun] = field(default_factory=list)
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    def to_dict(self, metric: str) -> dict[str, Any]:
+        """What the job's stored result keeps for its report (JSON-able)."""
+
+        def curves(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                name: [e["metrics"].get(name) for e in epochs]
+                for name in (epochs[0]["metrics"] if epochs else {})
+            }
+            if epochs and "position" in epochs[0]:
+                out["position"] = [e.get("position") for e in epochs]
+            out["seconds"] = [e.get("seconds") for e in epochs]
+            return out
+
+        return {
+            "best_value": self.best_value,
+            "best_trial": self.best_trial,
+            "hyperparameters": self.hyperparameters,
+            "config": self.config,
+            "space": self.space.to_dict(),
+            "best_curves": curves(self.best_epochs),
+            "trials": [asdict(t) for t in sorted(self.trials, key=lambda t: t.number)],
+            "finals": [{"seed": f.seed, "value": f.value, "state": f.state,
+                        "curves": curves(f.epochs)} for f in self.finals],
+        }
 
 
 @dataclass
@@ -144,6 +184,7 @@ class _Slot:
     config: dict[str, Any]
     params: dict[str, Any]
     worker: Any
+    hyper: dict[str, Any] = field(default_factory=dict)
     trial: optuna.trial.Trial | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -300,6 +341,7 @@ class Coordinator:
         self._pending: dict[Any, _Slot] = {}
         self._final_queue: list[tuple[str, int]] = []
         self._finals_planned: set[str] = set()
+        self._started = started
         self._deadline = started + spec.timeout_s if spec.timeout_s else math.inf
         self._workers: list[Any] = []
         self._info: dict[int, Any] = {}
@@ -426,7 +468,7 @@ class Coordinator:
         config = space.optimizer_config(params, train_size=self._train_size).to_dict()
         slot = _Slot(key=f"{name}/trial/{trial.number}", optimizer=name, kind="trial",
                      number=trial.number, seed=seed, config=config, params=params,
-                     worker=worker, trial=trial)
+                     worker=worker, hyper=hyper, trial=trial)
         trial.set_user_attr("seed", seed)
         self._progress.optimizers[name].running += 1
         self.tracker.run_started(
@@ -555,6 +597,14 @@ class Coordinator:
                     progress.diverged += 1
                 elif not reason or not reason.startswith("worker died"):
                     progress.failed += 1
+            self.results[slot.optimizer].trials.append(TrialRecord(
+                number=slot.number, state=state,
+                value=value if state == "COMPLETE" else None,
+                hyperparameters=slot.hyper, epochs=len(slot.epochs),
+                seconds=sum(e["seconds"] for e in slot.epochs),
+                curve=[e["metrics"].get(metric) for e in slot.epochs],
+                finished_at=time.monotonic() - self._started,
+            ))
         else:
             progress.final_done += 1
             self.results[slot.optimizer].finals.append(

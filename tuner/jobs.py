@@ -9,6 +9,7 @@ the job's MLflow run.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,13 +96,16 @@ def run_job(
         metrics=summary,
         artifacts={
             "export.yaml": export_text,
-            "leaderboard.json": json.dumps(board, indent=2, default=_json_default),
+            "leaderboard.json": json.dumps(jsonable(board), indent=2),
         },
     )
     result: dict[str, Any] = {
-        "export": outcome.export,
-        "leaderboard": json.loads(json.dumps(board, default=_json_default)),
+        "export": jsonable(outcome.export),
+        "leaderboard": jsonable(board),
         "seconds": outcome.seconds,
+        "optimizers": jsonable(
+            {name: r.to_dict(spec.metric) for name, r in outcome.results.items()}
+        ),
         "export_path": str(path.resolve()),
     }
     with store.session_scope(url) as session:
@@ -122,7 +126,14 @@ def _end(url: str, job_id: int, state: Any, *, error: str | None = None,
                         message=message)
 
 
-def _json_default(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Plain JSON: NaN and inf become null (PostgreSQL's JSON refuses them)."""
     if isinstance(value, float):
-        return None
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
     return str(value)
