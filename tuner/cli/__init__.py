@@ -60,3 +60,12 @@ def main() -> None:
 
 from tuner.cli import _catalog, _jobs  # noqa: E402,F401 - registers the commands
 
+try:  # commands of modules being written alongside (report, service) register themselves
+    from tuner.cli import _report  # noqa: E402,F401
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from tuner.cli import _service  # noqa: E402,F401
+except ImportError:  # pragma: no cover
+    pass
+
