@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     import optuna
 
     from search_spaces import SearchSpace
-    from tuner.tracking import JobTracker
 
 __all__ = ["Coordinator", "JobCancelled", "JobOutcome", "JobProgress", "OptimizerProgress"]
 
@@ -535,7 +534,8 @@ class Coordinator:
         elif slot.kind == "trial" and slot.trial.should_prune():  # type: ignore[union-attr]
             self._finish(slot, "PRUNED")
         elif slot.kind == "trial" and time.monotonic() >= self._deadline:
-            self._finish(slot, "FAIL", reason=f"stopped at the job's timeout_s={self.spec.timeout_s:g}")
+            reason = f"stopped at the job's timeout_s={self.spec.timeout_s:g}"
+            self._finish(slot, "FAIL", reason=reason)
         else:
             self._submit(slot)
 

@@ -119,7 +119,8 @@ def _python(document: Mapping[str, Any]) -> str:
             "",
             f"def make_{_identifier(name)}(params):",
             f'    """{name}: {metric["name"]} best {score.get("best")}, mean '
-            f'{score.get("mean")} over {score.get("seeds")} seeds (trial {entry.get("trial")})."""',
+            f'{score.get("mean")} over {score.get("seeds")} seeds '
+            f'(trial {entry.get("trial")})."""',
             f"    optimizer = {entry['class']}(params, {kwargs})",
         ]
         scheduler = entry.get("scheduler")

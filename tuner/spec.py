@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tuner.errors import SpecError
 
@@ -21,6 +28,14 @@ PRUNERS = ("none", "median", "sha", "hyperband")
 
 #: The seven classic optimizers of the demo, in the order people learn them.
 CLASSIC_OPTIMIZERS = ("gd", "sgd", "minibatch", "momentum", "nag", "rmsprop", "adam")
+
+
+class _Problems(ValueError):
+    """Complete messages (each naming its field) from a validator, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class Resources(BaseModel):
@@ -61,18 +76,19 @@ class JobSpec(BaseModel):
     )
     space_overrides: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_names(self) -> JobSpec:
-        # Imported here: the search-space loader and the task registry are the authority
-        # on what exists, and `import tuner` stays light.
-        import search_spaces
-        from tuner.errors import TaskError
-        from tuner.task import task_target
+    # Each check is a field validator, so that every bad field is reported at once
+    # (pydantic skips a model validator when a field already failed). The search-space
+    # loader and the task registry are the authority on what exists; they are imported
+    # here, at validation time, so that `import tuner` stays light.
 
-        problems: list[str] = []
+    @field_validator("optimizers")
+    @classmethod
+    def _known_optimizers(cls, optimizers: list[str]) -> list[str]:
+        import search_spaces
+
         known = search_spaces.available()
-        seen: set[str] = set()
-        for i, name in enumerate(self.optimizers):
+        problems, seen = [], set()
+        for i, name in enumerate(optimizers):
             if name not in known:
                 problems.append(
                     f"optimizers[{i}]: unknown optimizer {name!r}; available: "
@@ -81,26 +97,50 @@ class JobSpec(BaseModel):
             elif name in seen:
                 problems.append(f"optimizers[{i}]: {name!r} is listed twice")
             seen.add(name)
+        if problems:
+            raise _Problems(problems)
+        return optimizers
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        from tuner.errors import TaskError
+        from tuner.task import task_target
+
         try:
-            task_target(self.task)
+            task_target(task)
         except TaskError as e:
-            problems.append(f"task: {e}")
-        if self.metric not in ("val_loss", "train_loss") and not self.metric.startswith("val_"):
-            problems.append(
-                f"metric: {self.metric!r} is not reported; allowed: val_loss, train_loss "
+            raise _Problems([f"task: {e}"]) from None
+        return task
+
+    @field_validator("metric")
+    @classmethod
+    def _reported_metric(cls, metric: str) -> str:
+        if metric not in ("val_loss", "train_loss") and not metric.startswith("val_"):
+            raise _Problems([
+                f"metric: {metric!r} is not reported; allowed: val_loss, train_loss "
                 "or val_<metric> of the task (see tuner tasks)"
-            )
-        for name, overrides in self.space_overrides.items():
-            if name not in self.optimizers:
+            ])
+        return metric
+
+    @field_validator("space_overrides")
+    @classmethod
+    def _valid_overrides(cls, overrides: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        import search_spaces
+
+        optimizers = info.data.get("optimizers")  # absent when that field failed
+        problems: list[str] = []
+        for name, override in overrides.items():
+            if optimizers is not None and name not in optimizers:
                 problems.append(
                     f"space_overrides.{name}: {name!r} is not one of this job's optimizers "
-                    f"({', '.join(self.optimizers)})"
+                    f"({', '.join(optimizers)})"
                 )
                 continue
-            problems.extend(search_spaces.validate_overrides(name, overrides))
+            problems.extend(search_spaces.validate_overrides(name, override))
         if problems:
-            raise ValueError("\n".join(problems))
-        return self
+            raise _Problems(problems)
+        return overrides
 
     def study_name(self, job_id: int, optimizer: str) -> str:
         """The Optuna study of one optimizer of a job: ``job-<id>-<optimizer>``."""
@@ -115,14 +155,14 @@ def _format_errors(error: ValidationError) -> list[str]:
     problems: list[str] = []
     for item in error.errors():
         loc = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "value_error" and not loc:
-            # Our cross-field check: its message already names each field, one per line.
-            message = str(item["msg"]).removeprefix("Value error, ")
-            problems.extend(message.splitlines())
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, _Problems):
+            problems.extend(cause.problems)  # complete messages that name their field
             continue
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            allowed = ", ".join(JobSpec.model_fields) if "." not in loc else "cpus_per_trial, gpus_per_trial"
+            model = Resources if loc.startswith("resources.") else JobSpec
+            allowed = ", ".join(model.model_fields)
             message = f"unknown field; allowed: {allowed}"
         elif item["type"] == "missing":
             message = "required field is missing"
@@ -142,7 +182,10 @@ def parse_job(document: Any, *, source: str = "job") -> JobSpec:
     """
     if not isinstance(document, dict):
         raise SpecError(
-            [f"a job is a mapping of fields (name, task, optimizers, ...), got {type(document).__name__}"],
+            [
+                "a job is a mapping of fields (name, task, optimizers, ...), "
+                f"got {type(document).__name__}"
+            ],
             source=source,
         )
     try:

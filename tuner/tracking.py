@@ -191,7 +191,7 @@ class JobTracker:
             self.client.log_text(self.job_run_id, content, name)
         for path in files:
             self.client.log_artifact(self.job_run_id, path)
-        for optimizer, run_id in self.optimizer_runs.items():
+        for run_id in self.optimizer_runs.values():
             run = self.client.get_run(run_id)
             if run.info.status == "RUNNING":
                 self.client.set_terminated(run_id, status=status)

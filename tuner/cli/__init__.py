@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tuner.cli._display import console, err_console
+from tuner.cli._display import err_console
 from tuner.errors import TunerError
 
 __all__ = ["app", "main"]

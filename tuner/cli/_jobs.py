@@ -185,7 +185,9 @@ def export(
 @app.command()
 @friendly
 def ui(
-    job_id: Annotated[int | None, typer.Argument(help="The job to open (default: latest).")] = None,
+    job_id: Annotated[
+        int | None, typer.Argument(help="The job to open (default: the latest).")
+    ] = None,
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     print_only: Annotated[bool, typer.Option("--print-link",

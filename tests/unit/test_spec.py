@@ -1,0 +1,345 @@
+"""The job file (tuner.spec): a valid file, the defaults, and every bad field at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import search_spaces
+from tuner import JobSpec, SpecError, load_job_file, parse_job
+from tuner.task import task_names
+
+SPACES = ", ".join(search_spaces.available())
+TASKS = ", ".join(task_names())
+FIELDS = (
+    "name, task, optimizers, trials, epochs, metric, mode, sampler, pruner, seed, final_seeds, "
+    "resources, max_concurrent, timeout_s, target, space_overrides"
+)
+MINIMAL = {"task": "digits-mlp", "optimizers": ["adam"]}
+
+VALID_FILE = """\
+name: digits-optimizers
+task: digits-mlp
+optimizers: [sgd, momentum, adam]
+trials: 30
+epochs: 12
+metric: val_accuracy
+mode: max
+sampler: random
+pruner: hyperband
+seed: 7
+final_seeds: 5
+resources: {cpus_per_trial: 0.5, gpus_per_trial: 0.25}
+max_concurrent: 4
+timeout_s: 3600
+target: 0.95
+space_overrides:
+  adam: {lr: {low: 1.0e-4, high: 1.0e-2}, beta1: {low: 0.8, high: 0.99}}
+  momentum: {momentum: {choices: [0.99]}, batch_size: {choices: [128]}}
+"""
+
+
+def problems_of(document: object, source: str = "job.yaml") -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_job(document, source=source)
+    assert info.value.source == source
+    assert str(info.value) == f"{source}: " + "; ".join(info.value.problems)
+    return info.value.problems
+
+
+def unknown_optimizer(index: int, name: str) -> str:
+    return f"optimizers[{index}]: unknown optimizer {name!r}; available: {SPACES} (see tuner spaces)"
+
+
+def unknown_task(name: str) -> str:
+    return (
+        f"task: unknown task {name!r}; available: {TASKS} or package.module:factory "
+        "(see tuner tasks)"
+    )
+
+
+# -- valid documents ---------------------------------------------------------------------------
+
+
+def test_a_valid_file_is_read_field_by_field(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(VALID_FILE)
+
+    spec = load_job_file(path)
+
+    assert isinstance(spec, JobSpec)
+    assert spec.model_dump(mode="json") == {
+        "name": "digits-optimizers",
+        "task": "digits-mlp",
+        "optimizers": ["sgd", "momentum", "adam"],
+        "trials": 30,
+        "epochs": 12,
+        "metric": "val_accuracy",
+        "mode": "max",
+        "sampler": "random",
+        "pruner": "hyperband",
+        "seed": 7,
+        "final_seeds": 5,
+        "resources": {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25},
+        "max_concurrent": 4,
+        "timeout_s": 3600.0,
+        "target": 0.95,
+        "space_overrides": {
+            "adam": {"lr": {"low": 1.0e-4, "high": 1.0e-2}, "beta1": {"low": 0.8, "high": 0.99}},
+            "momentum": {"momentum": {"choices": [0.99]}, "batch_size": {"choices": [128]}},
+        },
+    }
+    assert spec.direction == "maximize"
+    assert spec.study_name(7, "adam") == "job-7-adam"
+
+
+def test_the_defaults_of_a_minimal_job() -> None:
+    spec = parse_job(MINIMAL)
+
+    assert spec.model_dump(mode="json") == {
+        "name": "job",
+        "task": "digits-mlp",
+        "optimizers": ["adam"],
+        "trials": 20,
+        "epochs": 20,
+        "metric": "val_loss",
+        "mode": "min",
+        "sampler": "tpe",
+        "pruner": "none",
+        "seed": 0,
+        "final_seeds": 3,
+        "resources": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0},
+        "max_concurrent": 2,
+        "timeout_s": None,
+        "target": None,
+        "space_overrides": {},
+    }
+    assert spec.direction == "minimize"
+
+
+def test_a_module_path_task_is_accepted_without_importing_it() -> None:
+    spec = parse_job({**MINIMAL, "task": "no_such_package.tasks:build"})
+
+    assert spec.task == "no_such_package.tasks:build"
+
+
+def test_the_rest_body_and_the_file_give_the_same_spec(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "job.yaml"
+    path.write_text(VALID_FILE)
+
+    assert parse_job(yaml.safe_load(VALID_FILE)) == load_job_file(path)
+
+
+# -- one bad field at a time: the exact line -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"optimizers": ["nosuchopt"]}, [unknown_optimizer(0, "nosuchopt")]),
+        ({"optimizers": ["adam", "sgd", "adam"]}, ["optimizers[2]: 'adam' is listed twice"]),
+        ({"trials": -1}, ["trials: got -1; input should be greater than or equal to 1"]),
+        ({"task": "nosuch"}, [unknown_task("nosuch")]),
+        (
+            {"sampler": "bogus"},
+            ["sampler: got 'bogus'; input should be 'tpe', 'random', 'cmaes', 'gp' or 'qmc'"],
+        ),
+        (
+            {"pruner": "asha"},
+            ["pruner: got 'asha'; input should be 'none', 'median', 'sha' or 'hyperband'"],
+        ),
+        ({"mode": "up"}, ["mode: got 'up'; input should be 'min' or 'max'"]),
+        ({"colour": "red"}, [f"colour: unknown field; allowed: {FIELDS}"]),
+        (
+            {"resources": {"cpus_per_trial": 0, "disks": 1}},
+            [
+                "resources.cpus_per_trial: got 0; input should be greater than 0",
+                "resources.disks: unknown field; allowed: cpus_per_trial, gpus_per_trial",
+            ],
+        ),
+        (
+            {"metric": "accuracy"},
+            [
+                "metric: 'accuracy' is not reported; allowed: val_loss, train_loss or "
+                "val_<metric> of the task (see tuner tasks)"
+            ],
+        ),
+        (
+            {"space_overrides": {"adam": {"nope": {"low": 1.0}}}},
+            [
+                "space_overrides.adam.nope: unknown parameter; 'adam' has: batch_size, beta1, "
+                "beta2, eps, lr, lr_decay, weight_decay"
+            ],
+        ),
+        (
+            {"space_overrides": {"adam": {"lr": {"low": 0.1, "high": 0.01}}}},
+            ["space_overrides.adam.lr: `low <= high` must hold, but got low=0.1, high=0.01"],
+        ),
+        (
+            {"space_overrides": {"sgd": {"lr": {"low": 0.1}}}},
+            ["space_overrides.sgd: 'sgd' is not one of this job's optimizers (adam)"],
+        ),
+        (
+            {"space_overrides": {"adam": {"lr": {"choices": []}}}},
+            ["space_overrides.adam.lr: choices must be a non-empty list, but got []"],
+        ),
+    ],
+    ids=[
+        "unknown-optimizer", "duplicate-optimizer", "negative-trials", "unknown-task",
+        "unknown-sampler", "unknown-pruner", "bad-mode", "unknown-field", "bad-resources",
+        "bad-metric", "override-unknown-param", "override-low-above-high",
+        "override-other-optimizer", "override-empty-choices",
+    ],
+)
+def test_one_bad_field_gets_its_exact_line(change: dict, expected: list[str]) -> None:
+    assert problems_of({**MINIMAL, **change}) == expected
+
+
+def test_a_missing_task_is_named() -> None:
+    assert problems_of({"optimizers": ["adam"]}) == ["task: required field is missing"]
+
+
+def test_every_cross_field_problem_is_reported_at_once() -> None:
+    document = {
+        "task": "nosuch",
+        "optimizers": ["nosuchopt", "adam", "adam"],
+        "metric": "accuracy",
+        "space_overrides": {
+            "adam": {"nope": {"low": 1.0}, "lr": {"low": 1.0, "high": 0.1}},
+            "sgd": {"lr": {"low": 0.1}},
+        },
+    }
+
+    assert problems_of(document) == [
+        unknown_optimizer(0, "nosuchopt"),
+        "optimizers[2]: 'adam' is listed twice",
+        unknown_task("nosuch"),
+        "metric: 'accuracy' is not reported; allowed: val_loss, train_loss or val_<metric> "
+        "of the task (see tuner tasks)",
+        "space_overrides.adam.nope: unknown parameter; 'adam' has: batch_size, beta1, beta2, "
+        "eps, lr, lr_decay, weight_decay",
+        "space_overrides.adam.lr: `low <= high` must hold, but got low=1.0, high=0.1",
+        "space_overrides.sgd: 'sgd' is not one of this job's optimizers (nosuchopt, adam, adam)",
+    ]
+
+
+def test_every_bad_field_is_reported_at_once_field_errors_and_name_errors_together() -> None:
+    # DESIGN.md / STYLE.md: "All errors of one input at once". A bad number must not hide an
+    # unknown optimizer, task, sampler or override in the same document.
+    document = {
+        "task": "nosuch",
+        "optimizers": ["nosuchopt", "adam", "adam"],
+        "trials": -1,
+        "sampler": "bogus",
+        "pruner": "asha",
+        "colour": "red",
+        "metric": "accuracy",
+        "space_overrides": {"adam": {"lr": {"low": 1.0, "high": 0.1}}, "sgd": {}},
+    }
+
+    problems = problems_of(document)
+
+    assert sorted(problems) == sorted([
+        unknown_optimizer(0, "nosuchopt"),
+        "optimizers[2]: 'adam' is listed twice",
+        "trials: got -1; input should be greater than or equal to 1",
+        unknown_task("nosuch"),
+        "sampler: got 'bogus'; input should be 'tpe', 'random', 'cmaes', 'gp' or 'qmc'",
+        "pruner: got 'asha'; input should be 'none', 'median', 'sha' or 'hyperband'",
+        f"colour: unknown field; allowed: {FIELDS}",
+        "metric: 'accuracy' is not reported; allowed: val_loss, train_loss or val_<metric> "
+        "of the task (see tuner tasks)",
+        "space_overrides.adam.lr: `low <= high` must hold, but got low=1.0, high=0.1",
+        "space_overrides.sgd: 'sgd' is not one of this job's optimizers (nosuchopt, adam, adam)",
+    ])
+
+
+def test_a_bad_list_item_is_named_like_the_other_optimizer_errors() -> None:
+    # One field, one spelling: the name checks say optimizers[1], so must the type check.
+    assert problems_of({**MINIMAL, "optimizers": ["adam", 3]}) == [
+        "optimizers[1]: got 3; input should be a valid string"
+    ]
+
+
+def test_a_boolean_is_not_a_trial_count() -> None:
+    # YAML's `trials: yes` is True; pydantic's lax mode would read it as 1 trial.
+    assert problems_of({**MINIMAL, "trials": True}) == [
+        "trials: got True; input should be a valid integer"
+    ]
+
+
+# -- the file itself -------------------------------------------------------------------------------
+
+
+def test_bad_yaml_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: x\ntask: digits-mlp\noptimizers: [adam\ntrials: 3\n")
+
+    with pytest.raises(SpecError) as info:
+        load_job_file(path)
+
+    assert info.value.problems == [
+        "not valid YAML at line 4, column 7: expected ',' or ']', but got ':'"
+    ]
+    assert str(info.value) == (
+        f"{path}: not valid YAML at line 4, column 7: expected ',' or ']', but got ':'"
+    )
+
+
+def test_bad_indentation_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: x\ntask: digits-mlp\n  optimizers: [adam]\n")
+
+    with pytest.raises(SpecError) as info:
+        load_job_file(path)
+
+    assert info.value.problems == [
+        "not valid YAML at line 3, column 13: mapping values are not allowed here"
+    ]
+
+
+def test_a_file_that_is_a_list_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("- task: digits-mlp\n- optimizers: [adam]\n")
+
+    with pytest.raises(SpecError) as info:
+        load_job_file(path)
+
+    assert str(info.value) == (
+        f"{path}: a job is a mapping of fields (name, task, optimizers, ...), got list"
+    )
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+
+    with pytest.raises(SpecError) as info:
+        load_job_file(path)
+
+    assert str(info.value) == f"{path}: cannot read the job file: No such file or directory"
+
+
+def test_field_errors_of_a_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("task: digits-mlp\noptimizers: [nosuchopt]\n")
+
+    with pytest.raises(SpecError) as info:
+        load_job_file(path)
+
+    assert str(info.value) == f"{path}: {unknown_optimizer(0, 'nosuchopt')}"
+
+
+def test_spec_error_is_a_value_error_and_a_tuner_error() -> None:
+    from tuner import TunerError
+
+    with pytest.raises(SpecError) as info:
+        parse_job({})
+
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TunerError)
+    assert info.value.problems == [
+        "task: required field is missing",
+        "optimizers: required field is missing",
+    ]
