@@ -98,6 +98,7 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
     timed(coord, "ensure_ray", "ray.init")
     timed(coord, "open_storage", "Optuna RDBStorage open (creates its tables)")
     timed(optuna, "create_study", "optuna.create_study")
+    timed(tracking.JobTracker, "__init__", "MLflow: MlflowClient (creates/migrates the SQLite store)")
     timed(tracking.JobTracker, "start", "MLflow: store creation + experiment + job/optimizer runs")
     timed(coord.Coordinator, "_start_workers", "start worker actors + describe()")
     timed(coord.Coordinator, "run", "Coordinator.run (total)")
@@ -460,6 +461,8 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     path = results / f"overhead-{dt.date.today().isoformat()}.json"
+    if path.exists():  # keep earlier runs of the day
+        path = path.with_name(f"overhead-{dt.datetime.now():%Y-%m-%d-%H%M%S}.json")
     path.write_text(json.dumps(record, indent=2, default=str))
     print(f"wrote {path}")
 

@@ -4,7 +4,7 @@
 |-----------------------|----------------------------------|------------------------------|
 | ``TUNER_DB_URL``        | ``sqlite:///.tuner/tuner.db``      | ``postgresql+psycopg://...`` |
 | ``MLFLOW_TRACKING_URI`` | ``sqlite:///.tuner/mlflow.db``     | ``http://mlflow:5000``       |
-| ``RAY_ADDRESS``         | unset: a local Ray is started    | ``ray://head:10001``, ``auto`` |
+| ``RAY_ADDRESS``         | unset: a local Ray is started    | ``head:6379``, ``auto``        |
 | ``TUNER_API_TOKEN``     | unset                            | a secret                     |
 """
 

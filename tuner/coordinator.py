@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 #: Final re-runs use the seeds of DeepOBS (42, 43, ...), shifted by the job's seed.
 FINAL_SEED_BASE = 42
 
+#: Why a trial was lost rather than failed: it is re-run and does not count in the budget.
+WORKER_DIED = "worker died"
+RESTARTED = "coordinator restarted"
+
 
 class JobCancelled(JobStateError):
     """The job was cancelled while it ran."""
@@ -60,7 +64,7 @@ class OptimizerProgress:
     pruned: int = 0
     diverged: int = 0
     failed: int = 0
-    lost: int = 0  # trials whose worker died; re-run, not counted against the budget
+    lost: int = 0  # trials lost with their worker or coordinator; re-run, not in the budget
     running: int = 0
     best: float | None = None
     best_trial: int | None = None
@@ -359,6 +363,7 @@ class Coordinator:
                     f"{', '.join(info.metrics)}"
                 )
             self._train_size = info.train_size
+            self._recover()
             for name, study in studies.items():
                 if not study.trials:
                     # Trial 0 of every optimizer is its library defaults: "several
@@ -385,6 +390,84 @@ class Coordinator:
                 except Exception as e:  # noqa: BLE001 - the job's own error matters more
                     logger.warning("could not end the MLflow job run: %s", e)
             tracker.close()
+
+    # -- resuming --------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Take over what an earlier coordinator of this job left (it was killed).
+
+        Its finished trials count; its running trials are told FAIL (``coordinator
+        restarted``) and enqueued again; every trial ends up with exactly one MLflow run in
+        a final state, and final re-runs that were in flight are ended and run again.
+        """
+        import optuna
+        from optuna.trial import TrialState
+
+        from tuner.tracking import run_name
+
+        tracker = self.tracker
+        for run in tracker.runs("final"):
+            if run.info.status == "RUNNING":
+                key = f"recovered/final/{run.info.run_id}"
+                tracker.adopt(key, run.info.run_id)
+                tracker.run_finished(key, state="FAIL", epochs=[],
+                                     tags={"tuner.reason": RESTARTED})
+        recorded = tracker.recorded_runs("trial")
+        states = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED",
+                  TrialState.FAIL: "FAIL"}
+        for name, study in self.studies.items():
+            space, progress = self.spaces[name], self._progress.optimizers[name]
+            for frozen in study.get_trials(deepcopy=False):
+                if frozen.state == TrialState.WAITING:
+                    continue  # enqueued, not started: the next ask takes it
+                attrs = dict(frozen.user_attrs)
+                if frozen.state == TrialState.RUNNING:
+                    trial = optuna.trial.Trial(study, frozen._trial_id)
+                    trial.set_user_attr("tuner_state", "FAIL")
+                    trial.set_user_attr("reason", RESTARTED)
+                    study.tell(trial, state=TrialState.FAIL)
+                    study.enqueue_trial(frozen.params, user_attrs={"rerun_of": frozen.number},
+                                        skip_if_exists=False)
+                    attrs |= {"tuner_state": "FAIL", "reason": RESTARTED}
+                state = attrs.get("tuner_state") or states[frozen.state]
+                reason = attrs.get("reason")
+                value = frozen.value if state == "COMPLETE" else None
+                if reason and reason.startswith((WORKER_DIED, RESTARTED)):
+                    progress.lost += 1
+                elif state == "COMPLETE":
+                    progress.complete += 1
+                    if progress.best is None or self._better(value, progress.best):
+                        progress.best, progress.best_trial = value, frozen.number
+                elif state == "PRUNED":
+                    progress.pruned += 1
+                elif state == "DIVERGED":
+                    progress.diverged += 1
+                else:
+                    progress.failed += 1
+                hyper = space.hyperparameters(frozen.params, train_size=self._train_size)
+                curve = [frozen.intermediate_values[k] for k in sorted(frozen.intermediate_values)]
+                self.results[name].trials.append(TrialRecord(
+                    number=frozen.number, state=state, value=value, hyperparameters=hyper,
+                    epochs=len(curve), seconds=0.0, curve=curve, finished_at=0.0,
+                ))
+                key = f"{name}/trial/{frozen.number}"
+                tags = {"tuner.reason": reason} if reason else {}
+                summary = {f"final_{self.spec.metric}": value} if value is not None else {}
+                run = recorded.get((name, frozen.number))
+                if run is None:  # its creation was still queued when the coordinator died
+                    tracker.run_started(
+                        key, optimizer=name, level="trial", number=frozen.number,
+                        name=run_name(name, frozen.number, hyper), params=hyper,
+                        tags={"tuner.seed": str(attrs.get("seed", "")),
+                              "tuner.optuna_study": study.study_name},
+                    )
+                    tracker.run_finished(key, state=state, epochs=[], tags=tags,
+                                         summary=summary)
+                else:
+                    tracker.adopt(key, run.info.run_id)
+                    if run.info.status == "RUNNING":
+                        tracker.run_finished(key, state=state, epochs=[], tags=tags,
+                                             summary=summary)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -426,6 +509,7 @@ class Coordinator:
     def _loop(self) -> None:
         import ray
 
+        last_emit = time.monotonic()
         while True:
             if self.should_cancel():
                 raise JobCancelled(f"job {self._progress.job_id} was cancelled")
@@ -437,14 +521,16 @@ class Coordinator:
             for ref in done:
                 slot = self._pending.pop(ref)
                 self._on_result(slot, ref)
-            if done:
+            # Progress after every event, and at least every 2 s: it is the job's heartbeat.
+            if done or time.monotonic() - last_emit >= 2.0:
+                last_emit = time.monotonic()
                 self._emit()
 
     def _dispatch(self, worker: Any) -> bool:
         """Give an idle worker its next trial or final re-run; False when there is none."""
         if time.monotonic() < self._deadline:
             candidates = [p for p in self._progress.optimizers.values()
-                          if p.started < p.budget + p.lost]
+                          if p.started < p.budget]
             if candidates:
                 progress = min(candidates, key=lambda p: p.started)
                 self._start_trial(worker, progress.name)
@@ -542,7 +628,7 @@ class Coordinator:
     def _on_worker_death(self, slot: _Slot, error: Exception) -> None:
         import ray
 
-        reason = f"worker died: {type(error).__name__}"
+        reason = f"{WORKER_DIED}: {type(error).__name__}"
         logger.warning("%s while running %s; a new worker takes over", reason, slot.key)
         self._finish(slot, "FAIL", reason=reason, idle=False)
         progress = self._progress.optimizers[slot.optimizer]
@@ -595,7 +681,7 @@ class Coordinator:
                 self.studies[slot.optimizer].tell(trial, state=optuna.trial.TrialState.FAIL)
                 if state == "DIVERGED":
                     progress.diverged += 1
-                elif not reason or not reason.startswith("worker died"):
+                elif not reason or not reason.startswith(WORKER_DIED):
                     progress.failed += 1
             self.results[slot.optimizer].trials.append(TrialRecord(
                 number=slot.number, state=state,
@@ -627,7 +713,7 @@ class Coordinator:
         for name, progress in self._progress.optimizers.items():
             if name in self._finals_planned or progress.running:
                 continue
-            searching = (progress.started < progress.budget + progress.lost
+            searching = (progress.started < progress.budget
                          and time.monotonic() < self._deadline)
             if searching:
                 continue

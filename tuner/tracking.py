@@ -95,22 +95,58 @@ class JobTracker:
             )
         else:
             self.experiment_id = experiment.experiment_id
-        job_run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"job {self.job_id} {spec.get('name', '')}".strip(),
-            tags={"tuner.level": "job", "tuner.job": str(self.job_id),
-                  "tuner.task": str(spec["task"])},
-        )
-        self.job_run_id = job_run.info.run_id
-        self._log_batch_now(self.job_run_id, params=_flatten(spec))
-        for name in optimizers:
-            run = self.client.create_run(
+        # A resumed job (its coordinator was restarted) keeps its job and optimizer runs.
+        existing = self.runs("job") + self.runs("optimizer")
+        by_level = {(r.data.tags["tuner.level"], r.data.tags.get("tuner.optimizer")): r
+                    for r in existing}
+        job_run = by_level.get(("job", None))
+        if job_run is None:
+            job_run = self.client.create_run(
                 self.experiment_id,
-                run_name=name,
-                tags={"mlflow.parentRunId": self.job_run_id, "tuner.level": "optimizer",
-                      "tuner.job": str(self.job_id), "tuner.optimizer": name},
+                run_name=f"job {self.job_id} {spec.get('name', '')}".strip(),
+                tags={"tuner.level": "job", "tuner.job": str(self.job_id),
+                      "tuner.task": str(spec["task"])},
             )
+            self._log_batch_now(job_run.info.run_id, params=_flatten(spec))
+        elif job_run.info.status != "RUNNING":
+            self.client.update_run(job_run.info.run_id, status="RUNNING")
+        self.job_run_id = job_run.info.run_id
+        for name in optimizers:
+            run = by_level.get(("optimizer", name))
+            if run is None:
+                run = self.client.create_run(
+                    self.experiment_id,
+                    run_name=name,
+                    tags={"mlflow.parentRunId": self.job_run_id, "tuner.level": "optimizer",
+                          "tuner.job": str(self.job_id), "tuner.optimizer": name},
+                )
             self.optimizer_runs[name] = run.info.run_id
+
+    def runs(self, level: str) -> list[Any]:
+        """Every run of this job's experiment at one level (all pages)."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`tuner.level` = '{level}' and tags.`tuner.job` = "
+                              f"'{self.job_id}'",
+                max_results=5000,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def recorded_runs(self, level: str) -> dict[tuple[str, int], Any]:
+        """``(optimizer, trial number) -> Run`` of the runs already recorded at ``level``."""
+        return {(r.data.tags["tuner.optimizer"], int(r.data.tags["tuner.trial"])): r
+                for r in self.runs(level)}
+
+    def adopt(self, key: str, run_id: str) -> None:
+        """Take over a run recorded by an earlier coordinator of this job."""
+        self._runs[key] = run_id
 
     # -- trials (asynchronous, in order, on the logging thread) ----------------------------
 

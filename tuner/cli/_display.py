@@ -63,12 +63,14 @@ class JobBars:
                 parts.append(f"[red]{p.diverged} diverged[/]")
             if p.failed:
                 parts.append(f"[red]{p.failed} failed[/]")
+            if p.lost:
+                parts.append(f"[magenta]{p.lost} re-run[/]")
             if p.best is not None:
                 parts.append(f"best {self.metric} [bold]{fmt(p.best)}[/]")
             if p.final_total:
                 parts.append(f"final {p.final_done}/{p.final_total}")
             self.progress.update(
-                self.tasks[name], completed=p.finished, total=p.budget + p.lost,
+                self.tasks[name], completed=p.finished, total=p.budget,
                 detail=" · ".join(parts),
             )
 

@@ -1,4 +1,5 @@
-"""``tuner run``, ``demo``, ``jobs``, ``status``, ``export`` and ``ui`` on the local store."""
+"""``tuner run``, ``demo``, ``ui`` on the local store; ``jobs``, ``status``, ``export`` on the
+local store or, with ``TUNER_URL`` / ``--server``, on the tuner server."""
 
 from __future__ import annotations
 
@@ -37,10 +38,17 @@ DEMO_JOB = {
 
 def _execute(spec: JobSpec, settings: Settings) -> int:
     """Record the job, run it with progress bars, print the leaderboard and where things are."""
-    from tuner.jobs import create_local_job, run_job
-    from tuner.tracking import experiment_link
+    from tuner.jobs import create_local_job
 
     job_id = create_local_job(settings, spec)
+    _run_and_show(settings, job_id, spec)
+    return job_id
+
+
+def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
+    from tuner.jobs import run_job
+    from tuner.tracking import experiment_link
+
     console.print(
         f"[bold]job {job_id}[/] {spec.name}: {len(spec.optimizers)} optimizers × "
         f"{spec.trials} trials × {spec.epochs} epochs on [bold]{spec.task}[/] "
@@ -62,7 +70,6 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
                   f"(tuner.load_optimizer(path, model.parameters()))")
     console.print(f"MLflow:  tuner ui {job_id}   → "
                   f"{experiment_link('http://127.0.0.1:5000', outcome.experiment_id)}")
-    return job_id
 
 
 @app.command()
@@ -89,6 +96,45 @@ def demo(
     _execute(spec, get_settings())
 
 
+#: A running job whose heartbeat is older than this has lost its process.
+STALE_AFTER_S = 30.0
+
+
+@app.command()
+@friendly
+def resume(
+    job_id: Annotated[int, typer.Argument(help="The job whose process died.")],
+    force: Annotated[bool, typer.Option(help="Do not wait for its heartbeat to go stale.")]
+    = False,
+) -> None:
+    """Resume a job whose process died (killed, crashed, power lost): its finished trials
+    count, its running trials are recorded as failed and run again, the budget is kept."""
+    from datetime import UTC, datetime
+
+    from tuner.errors import JobStateError
+    from tuner.spec import parse_job
+
+    settings = get_settings()
+    store = _store(settings)
+    with store.session_scope(settings.database_url) as session:
+        job = store.get_job(session, job_id)
+        if job.state != store.JobState.RUNNING:
+            raise JobStateError(
+                f"job {job_id} is {job.state}; only a running job whose process died can be "
+                "resumed"
+            )
+        beat = job.heartbeat_at or job.started_at
+        age = (datetime.now(UTC) - beat).total_seconds() if beat else float("inf")
+        if age < STALE_AFTER_S and not force:
+            raise JobStateError(
+                f"job {job_id} is still running (heartbeat {age:.0f} s ago); resume a job "
+                f"whose heartbeat is older than {STALE_AFTER_S:.0f} s, or pass --force"
+            )
+        store.set_state(session, job, store.JobState.QUEUED, message="resumed")
+        spec = parse_job(job.spec, source=f"job {job_id}")
+    _run_and_show(settings, job_id, spec)
+
+
 def _store(settings: Settings) -> Any:
     from tuner import store
 
@@ -101,17 +147,27 @@ def _store(settings: Settings) -> Any:
 def jobs(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", envvar="TUNER_URL", show_envvar=True,
+        help="The tuner server (default: the local store).")] = None,
 ) -> None:
-    """List the jobs of this store."""
-    settings = get_settings()
-    store = _store(settings)
-    with store.session_scope(settings.database_url) as session:
-        rows = []
-        for job in store.list_jobs(session, limit=limit, state=state):
-            row = job.to_dict()
-            row["optimizers"] = (job.spec or {}).get("optimizers", [])
-            rows.append(row)
-        total = store.count_jobs(session, state=state)
+    """List the jobs of this store, or of the server at TUNER_URL / --server."""
+    if server:
+        from tuner.cli._service import client_for
+
+        with client_for(server) as client:
+            page = client.jobs(limit=limit, state=state)
+        rows, total = page["items"], page["total"]
+    else:
+        settings = get_settings()
+        store = _store(settings)
+        with store.session_scope(settings.database_url) as session:
+            rows = []
+            for job in store.list_jobs(session, limit=limit, state=state):
+                row = job.to_dict()
+                row["optimizers"] = (job.spec or {}).get("optimizers", [])
+                rows.append(row)
+            total = store.count_jobs(session, state=state)
     if not rows:
         console.print("no jobs yet: try [bold]tuner demo[/] or [bold]tuner run JOB.yaml[/]")
         return
@@ -135,23 +191,44 @@ def _load_job(settings: Settings, job_id: int | None) -> Any:
 
 @app.command()
 @friendly
-def status(job_id: Annotated[int, typer.Argument(help="The job's id.")]) -> None:
+def status(
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Follow the job with progress bars until it ends.")] = False,
+    server: Annotated[str | None, typer.Option(
+        "--server", envvar="TUNER_URL", show_envvar=True,
+        help="The tuner server (default: the local store).")] = None,
+) -> None:
     """Show a job: its state, per-optimizer progress, and its leaderboard once done."""
-    settings = get_settings()
-    job = _load_job(settings, job_id)
-    console.print(f"[bold]job {job.id}[/] {job.name} on {job.task}: [bold]{job.state}[/]")
-    if job.error:
-        console.print(f"[red]error:[/] {job.error}")
-    progress = (job.progress or {}).get("optimizers", {})
+    from tuner.cli._service import client_for, follow_job, local_job_view
+
+    if server:
+        with client_for(server) as client:
+            if watch:
+                follow_job(lambda: client.job(job_id), job_id)
+                return
+            view = client.job(job_id)
+    else:
+        if watch:
+            follow_job(lambda: local_job_view(job_id), job_id)
+            return
+        view = local_job_view(job_id)
+    console.print(f"[bold]job {view['id']}[/] {view['name']} on {view['task']}: "
+                  f"[bold]{view['state']}[/]")
+    if view.get("cancel_requested") and view["state"] in ("queued", "running"):
+        console.print("[magenta]cancel requested[/]")
+    if view.get("error"):
+        console.print(f"[red]error:[/] {view['error']}")
+    progress = (view.get("progress") or {}).get("optimizers", {})
     for name, p in progress.items():
         console.print(
             f"  {name:<10} {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
             f"ok {p['complete']} · pruned {p['pruned']} · diverged {p['diverged']} · "
             f"failed {p['failed']} · running {p['running']} · best {fmt(p['best'])}"
         )
-    if job.result:
-        spec = job.spec
-        console.print(leaderboard_table(job.result["leaderboard"], metric=spec["metric"],
+    if view.get("leaderboard"):
+        spec = view["spec"]
+        console.print(leaderboard_table(view["leaderboard"], metric=spec["metric"],
                                         mode=spec["mode"], title="leaderboard"))
 
 
@@ -163,17 +240,27 @@ def export(
                                         help="yaml, json or python.")] = "yaml",
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Write to this file.")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", envvar="TUNER_URL", show_envvar=True,
+        help="The tuner server (default: the local store).")] = None,
 ) -> None:
     """The best configuration of each optimizer, ready for torch.optim."""
     from tuner.export import FORMATS, render_export
 
     if format not in FORMATS:
         raise TunerError(f"--format: unknown format {format!r}; allowed: {', '.join(FORMATS)}")
-    settings = get_settings()
-    job = _load_job(settings, job_id)
-    if not job.result:
-        raise TunerError(f"job {job.id} is {job.state}; only a succeeded job has an export")
-    text = render_export(job.result["export"], format)
+    if server:
+        from tuner.cli._service import client_for
+
+        with client_for(server) as client:
+            document = client.export(job_id)
+    else:
+        settings = get_settings()
+        job = _load_job(settings, job_id)
+        if not job.result:
+            raise TunerError(f"job {job.id} is {job.state}; only a succeeded job has an export")
+        document = job.result["export"]
+    text = render_export(document, format)
     if output is None:
         sys.stdout.write(text)
         return

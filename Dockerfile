@@ -1,0 +1,63 @@
+# syntax=docker/dockerfile:1
+# One image for every role of the compose deployment: the tuner server (`tuner serve`), the
+# Ray head, the Ray GPU workers, and the MLflow tracking server.
+#
+# Base: python:3.11-slim, not a CUDA image. PyTorch's default Linux x86_64 wheel on PyPI is the
+# CUDA build and carries its own CUDA runtime and cuDNN (the nvidia-* wheels), so a slim Python
+# image runs on GPUs as long as the host has the NVIDIA driver and the container toolkit
+# (compose's `deploy.resources.reservations.devices` hands the GPUs to the container).
+# Python 3.11 and the Ray version are pinned because every node of a Ray cluster, and every
+# driver that joins it, must run the same Python minor version and the same Ray version.
+
+ARG PYTHON_VERSION=3.11
+
+# ---- build: resolve and install everything into a virtual environment ---------------------
+FROM python:${PYTHON_VERSION}-slim AS build
+# ray[default] adds the dashboard (port 8265) and the node agents; ray[tune] is the package's own
+# requirement. Override with --build-arg to match an existing cluster.
+ARG RAY_VERSION=2.60.0
+ARG TORCH_VERSION=2.13.0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first (their layer survives source edits), then the project itself.
+COPY pyproject.toml README.md* ./
+COPY tuner ./tuner
+COPY workers ./workers
+COPY search_spaces ./search_spaces
+RUN pip install --upgrade pip \
+ && pip install . "ray[default,tune]==${RAY_VERSION}" "torch==${TORCH_VERSION}"
+
+# ---- runtime ------------------------------------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim
+LABEL org.opencontainers.image.title="tuner" \
+      org.opencontainers.image.description="Hyperparameter tuning of torch.optim optimizers on Optuna, Ray and MLflow"
+
+# A non-root user; /mlartifacts is created here so a fresh named volume inherits its owner.
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin tuner \
+ && mkdir -p /mlartifacts /home/tuner/.tuner \
+ && chown tuner:tuner /mlartifacts /home/tuner/.tuner
+
+COPY --from=build /opt/venv /opt/venv
+COPY deploy/tuner-entrypoint.sh /usr/local/bin/tuner-entrypoint
+RUN chmod 0755 /usr/local/bin/tuner-entrypoint
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TUNER_HOME=/home/tuner/.tuner \
+    RAY_USAGE_STATS_ENABLED=0
+
+USER tuner
+WORKDIR /home/tuner
+
+EXPOSE 8000
+# Meaningful for the default command (the tuner server); docker-compose.yml gives the Ray and
+# MLflow services their own checks. The slim image has no curl: Python's urllib does the probe.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://localhost:8000/healthz', timeout=4)"]
+
+# No secrets in the image: TUNER_API_TOKEN, database passwords and the Ray token come from the
+# environment at run time (docker-compose.yml reads them from .env).
+ENTRYPOINT ["tuner-entrypoint"]
+CMD ["tuner", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,112 @@
+"""Restart safety for real: SIGKILL `tuner run` in the middle of a job, then `tuner resume`.
+
+Nothing is lost: the job ends with exactly its trial budget per optimizer, the trials that
+were running when the process died are FAIL ("coordinator restarted") in Optuna and MLflow
+and were run again, and no Optuna trial or MLflow run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.integration
+
+JOB = {
+    "name": "resume-me",
+    "task": "digits-cnn",
+    "optimizers": ["adam", "momentum"],
+    "trials": 5,
+    "epochs": 30,
+    "final_seeds": 1,
+    "max_concurrent": 2,
+    "pruner": "none",
+}
+
+
+def _tuner(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tuner.cli", *args]
+
+
+def _running_trials(db_url: str) -> int:
+    try:
+        names = optuna.get_all_study_names(db_url)
+    except Exception:  # noqa: BLE001 - the tables do not exist yet
+        return 0
+    return sum(
+        len(optuna.load_study(study_name=n, storage=db_url).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        for n in names
+    )
+
+
+def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "TUNER_HOME": str(home), "COLUMNS": "120"}
+    for key in ("TUNER_DB_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        env.pop(key, None)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(JOB))
+    db_url = f"sqlite:///{home / 'tuner.db'}"
+
+    # Its own session, so that the local Ray it starts dies with it.
+    process = subprocess.Popen(
+        _tuner("run", str(job_file)), env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while _running_trials(db_url) < 2:
+            assert process.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial started within 240 s"
+            time.sleep(0.5)
+        time.sleep(1.0)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert _running_trials(db_url) >= 1  # what the killed coordinator left behind
+
+    resumed = subprocess.run(
+        _tuner("resume", "1", "--force"), env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "best optimizer" in resumed.stdout
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("job-1-resume-me")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    trial_runs = {
+        (r.data.tags["tuner.optimizer"], int(r.data.tags["tuner.trial"])): r
+        for r in runs if r.data.tags.get("tuner.level") == "trial"
+    }
+    lost_total = 0
+    for name in JOB["optimizers"]:
+        study = optuna.load_study(study_name=f"job-1-{name}", storage=db_url)
+        trials = study.get_trials(deepcopy=False)
+        assert all(t.state.is_finished() for t in trials)
+        lost = [t for t in trials if t.user_attrs.get("reason") == "coordinator restarted"]
+        lost_total += len(lost)
+        assert len(trials) - len(lost) == JOB["trials"]
+        for t in lost:
+            assert t.state == optuna.trial.TrialState.FAIL
+            # ... and its configuration was run again.
+            assert any(u.user_attrs.get("rerun_of") == t.number for u in trials)
+        for t in trials:
+            run = trial_runs[(name, t.number)]
+            assert run.info.status in ("FINISHED", "FAILED")
+            expected = t.user_attrs.get("tuner_state")
+            assert run.data.tags["tuner.state"] == expected
+            if t in lost:
+                assert run.data.tags["tuner.reason"] == "coordinator restarted"
+    assert lost_total >= 1

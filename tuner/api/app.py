@@ -1,0 +1,161 @@
+"""The FastAPI application: routers, error answers, the OpenAPI document.
+
+Errors answer with the CLI's texts:
+
+- 401 ``{"detail": "..."}`` with ``WWW-Authenticate: Bearer``: a write without the right token;
+- 404 ``{"detail": "no job 7 in this store (see tuner jobs)"}``;
+- 409 ``{"detail": "job 7 is running; only a succeeded job has an export"}``;
+- 413 ``{"detail": "request body too large; the limit is 1048576 bytes"}``;
+- 422 ``{"detail": [{"loc": ["body", "optimizers", 0], "msg": "optimizers[0]: unknown
+  optimizer 'nosuchopt'; available: ... (see tuner spaces)", "type": "value_error"}, ...]}``:
+  one item per bad field (FastAPI's own shape); ``msg`` is the CLI's line, field first;
+- 503 ``{"detail": "cannot connect to the jobs database ..."}``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from tuner.config import Settings, get_settings
+from tuner.errors import JobNotFoundError, JobStateError, SpecError, TunerError
+
+if TYPE_CHECKING:
+    from tuner.service import Service
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "problem_items"]
+
+#: The largest request body accepted (a job document is a few hundred bytes).
+MAX_BODY_BYTES = 1024 * 1024
+
+_FIELD = re.compile(r"^[A-Za-z_][\w.\[\]-]*$")
+
+
+def problem_items(problems: list[str]) -> list[dict[str, Any]]:
+    """422 items from the spec's problem lines: ``"optimizers[0]: ..."`` -> loc
+    ``["body", "optimizers", 0]``; the line itself is the ``msg``."""
+    items = []
+    for line in problems:
+        head, sep, _ = line.partition(": ")
+        loc: list[str | int] = ["body"]
+        if sep and _FIELD.match(head):
+            for part in re.split(r"[.\[\]]+", head):
+                if part:
+                    loc.append(int(part) if part.isdigit() else part)
+        items.append({"loc": loc, "msg": line, "type": "value_error"})
+    return items
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    service: Service | None = None,
+    on_submit: Callable[[], None] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The REST API on ``settings``' jobs database (default: from the environment).
+
+    Args:
+        settings: Where the jobs database is, and the API token.
+        service: The coordinator loop running in this process (``tuner serve``, which starts
+            it), shown by ``/healthz``, woken when a job is submitted, stopped when the app
+            shuts down. Tests leave it out: jobs stay queued.
+        on_submit: Called after a job is stored (default: ``service.wake``).
+        max_body_bytes: Larger request bodies get 413.
+    """
+    from tuner.api.routes import catalog, health, jobs
+
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        from tuner import store
+
+        settings.ensure_home()
+        await run_in_threadpool(store.upgrade, settings.database_url)
+        yield
+        if service is not None:
+            # Here, not after uvicorn returns: uvicorn re-raises SIGTERM once it has stopped.
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(
+        title="tuner",
+        summary="Which optimizer, with which settings, trains my model best?",
+        description=(
+            "Submit hyperparameter-tuning jobs comparing torch.optim optimizers, watch them, "
+            "cancel them and fetch the best configuration of each optimizer. Writes need "
+            "`Authorization: Bearer $TUNER_API_TOKEN`."
+        ),
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.on_submit = on_submit or (service.wake if service is not None else None)
+    app.state.max_body_bytes = max_body_bytes
+    app.state.storage_lock = threading.Lock()
+    app.state.optuna_storage = None
+    app.include_router(jobs.router)
+    app.include_router(catalog.router)
+    app.include_router(health.router)
+    _add_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tuner")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout without install
+        return "0"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def spec_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SpecError)
+        return JSONResponse({"detail": problem_items(exc.problems)}, status_code=422)
+
+    def not_found(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    def conflict(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # A TunerError that is none of the above comes from the database (lost server,
+        # lock timeout): the request may succeed later.
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    app.add_exception_handler(SpecError, spec_error)
+    app.add_exception_handler(JobNotFoundError, not_found)
+    app.add_exception_handler(JobStateError, conflict)
+    app.add_exception_handler(TunerError, unavailable)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the job document's schema (the body of ``POST /v1/jobs``)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from tuner.spec import JobSpec
+
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary,
+        description=app.description, routes=app.routes,
+    )
+    job_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(job_schema.pop("$defs", {}))
+    components["JobSpec"] = job_schema
+    app.openapi_schema = schema
+    return schema

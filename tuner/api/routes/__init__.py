@@ -1,0 +1,1 @@
+"""One router per resource; :func:`tuner.api.app.create_app` mounts them."""

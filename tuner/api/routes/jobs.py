@@ -1,0 +1,286 @@
+"""``/v1/jobs``: submit, list, inspect, cancel; a job's trials and its export."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+
+from tuner.api.deps import OptunaStorageDep, SessionDep, WriterDep
+from tuner.api.schemas import (
+    ErrorOut,
+    JobDetail,
+    JobPage,
+    TrialOut,
+    TrialPage,
+    ValidationErrorOut,
+)
+from tuner.errors import JobStateError, SpecError
+from tuner.spec import JobSpec
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+_NOT_FOUND = {404: {"model": ErrorOut, "description": "No job with this id in this store."}}
+_UNAUTHORIZED = {401: {"model": ErrorOut, "description": "Missing or wrong bearer token."}}
+
+
+# -- shapes ---------------------------------------------------------------------------------
+
+
+def summary(job: Any) -> dict[str, Any]:
+    """The list form of a stored job."""
+    return job.to_dict() | {"optimizers": list((job.spec or {}).get("optimizers", []))}
+
+
+def detail(job: Any, events: list[Any]) -> dict[str, Any]:
+    """The full form of a stored job: spec, history, leaderboard once succeeded."""
+    result = job.result or {}
+    return summary(job) | {
+        "spec": job.spec or {},
+        "leaderboard": result.get("leaderboard"),
+        "seconds": result.get("seconds"),
+        "events": [event.to_dict() for event in events],
+    }
+
+
+# -- the request body -----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (use null, or a finite number)")
+
+
+async def job_document(request: Request) -> Any:
+    """The JSON body, read up to the app's size limit (413 beyond it)."""
+    limit: int = request.app.state.max_body_bytes
+    too_large = HTTPException(
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"request body too large; the limit is {limit} bytes",
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise SpecError([f"not valid JSON: {e}"], source="body") from None
+
+
+def parse_api_job(document: Any) -> JobSpec:
+    """:func:`tuner.spec.parse_job`, plus the API's rule: built-in or installed tasks only.
+
+    A module path (``package.module:factory``) is refused with its own message and never
+    imported (the spec checks names only; nothing here imports a task).
+
+    Raises:
+        SpecError: every bad field at once, with the CLI's texts.
+    """
+    from tuner.service import service_task_problem
+    from tuner.spec import parse_job
+
+    task = document.get("task") if isinstance(document, dict) else None
+    task_problem = service_task_problem(task) if isinstance(task, str) else None
+    try:
+        spec = parse_job(document, source="body")
+    except SpecError as e:
+        problems = e.problems
+    else:
+        if task_problem is None:
+            return spec
+        problems = []
+    if task_problem is not None:
+        problems = [p for p in problems if not p.startswith("task:")] + [task_problem]
+    raise SpecError(problems, source="body")
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobDetail,
+    responses={
+        **_UNAUTHORIZED,
+        413: {"model": ErrorOut, "description": "The body is larger than the limit (1 MiB)."},
+        422: {"model": ValidationErrorOut, "description": "Every bad field, with the CLI's text."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The job document (the YAML job file, as JSON).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+        }
+    },
+)
+def submit_job(
+    _writer: WriterDep,
+    request: Request,
+    session: SessionDep,
+    document: Annotated[Any, Depends(job_document)],
+    response: Response,
+) -> dict[str, Any]:
+    """Submit a job: validated whole (422 names each bad field), stored ``queued``, 201.
+
+    The body is the job file as JSON. The task must be built-in or installed (see
+    ``GET /v1/tasks``); a ``package.module:factory`` path is refused and never imported.
+    Needs ``Authorization: Bearer $TUNER_API_TOKEN``.
+
+    Example::
+
+        curl -X POST http://127.0.0.1:8000/v1/jobs -H "Authorization: Bearer $TUNER_API_TOKEN" \\
+             -H 'Content-Type: application/json' \\
+             -d '{"task": "digits-mlp", "optimizers": ["sgd", "adam"], "trials": 10}'
+    """
+    from tuner import store
+
+    spec = parse_api_job(document)
+    job = store.create_job(
+        session, name=spec.name, task=spec.task, spec=spec.model_dump(mode="json"),
+        origin="api",
+    )
+    events = store.job_events(session, job.id)
+    session.commit()
+    wake = getattr(request.app.state, "on_submit", None)
+    if wake is not None:
+        wake()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return detail(job, events)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Jobs to skip, newest first.")] = 0,
+    state: Annotated[State | None, Query(description="Only jobs in this state.")] = None,
+) -> dict[str, Any]:
+    """List jobs, newest first: ``{items, total, limit, offset}``."""
+    from tuner import store
+
+    items = [summary(job) for job in
+             store.list_jobs(session, limit=limit, offset=offset, state=state)]
+    total = store.count_jobs(session, state=state)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{job_id}", response_model=JobDetail, responses=_NOT_FOUND)
+def get_job(job_id: int, session: SessionDep) -> dict[str, Any]:
+    """A job: state, per-optimizer progress, spec, history, leaderboard once succeeded."""
+    from tuner import store
+
+    job = store.get_job(session, job_id)
+    return detail(job, store.job_events(session, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobDetail,
+    responses={
+        **_UNAUTHORIZED, **_NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The job has already finished."},
+    },
+)
+def cancel_job(_writer: WriterDep, job_id: int, session: SessionDep) -> dict[str, Any]:
+    """Cancel a job. A queued job is ``cancelled`` at once and never runs; a running one gets
+    ``cancel_requested`` and its coordinator stops it within seconds (every started trial
+    ends in Optuna and MLflow, then the job is ``cancelled``). Asking twice is harmless;
+    a finished job answers 409. Needs the bearer token.
+    """
+    from tuner import store
+
+    job = store.request_cancel(session, job_id)
+    events = store.job_events(session, job_id)
+    session.commit()
+    return detail(job, events)
+
+
+@router.get("/{job_id}/trials", response_model=TrialPage, responses=_NOT_FOUND)
+def list_trials(
+    job_id: int,
+    session: SessionDep,
+    storage: OptunaStorageDep,
+    optimizer: Annotated[str | None, Query(max_length=100,
+                                           description="Only this optimizer's study.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """A job's trials, read from Optuna's studies ``job-<id>-<optimizer>``: by optimizer (in
+    the job's order) then trial number, with state, value, parameters and user attributes.
+    A job that has not started has none.
+    """
+    from tuner import store
+    from tuner.jobs import jsonable
+
+    job = store.get_job(session, job_id)
+    names: list[str] = list((job.spec or {}).get("optimizers", []))
+    if optimizer is not None:
+        if optimizer not in names:
+            raise SpecError(
+                [f"optimizer: {optimizer!r} is not one of job {job_id}'s optimizers "
+                 f"({', '.join(names)})"], source="query",
+            )
+        names = [optimizer]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            study_id = storage.get_study_id_from_name(f"job-{job_id}-{name}")
+        except KeyError:
+            continue  # not started yet
+        for trial in storage.get_all_trials(study_id, deepcopy=False):
+            value = trial.values[0] if trial.values else None
+            rows.append({
+                "optimizer": name,
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": value if value is None or math.isfinite(value) else None,
+                "params": jsonable(trial.params),
+                "user_attrs": jsonable(trial.user_attrs),
+                "datetime_start": _iso(trial.datetime_start),
+                "datetime_complete": _iso(trial.datetime_complete),
+            })
+    page = [TrialOut.model_validate(row) for row in rows[offset:offset + limit]]
+    return {"items": page, "total": len(rows), "limit": limit, "offset": offset}
+
+
+@router.get(
+    "/{job_id}/export",
+    responses={
+        **_NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The job has not succeeded."},
+        200: {"content": {"application/yaml": {}, "application/json": {}},
+              "description": "The export file."},
+    },
+)
+def export_job(
+    job_id: int,
+    session: SessionDep,
+    format: Annotated[Literal["yaml", "json"], Query(description="yaml or json.")] = "yaml",
+) -> Response:
+    """The best configuration of each optimizer (the export file of DESIGN.md), as YAML or
+    JSON; ``getattr(torch.optim, cls)(params, **kwargs)`` works on it. 409 until the job
+    has succeeded.
+    """
+    from tuner import store
+    from tuner.export import render_export
+
+    job = store.get_job(session, job_id)
+    if job.state != "succeeded" or not job.result:
+        raise JobStateError(f"job {job.id} is {job.state}; only a succeeded job has an export")
+    media = "application/yaml" if format == "yaml" else "application/json"
+    return Response(render_export(job.result["export"], format), media_type=media)
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,76 @@
+"""``tuner report ID``: the leaderboard, tunability and sensitivity facts, and report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tuner.cli import app, friendly
+from tuner.cli._display import console, fmt, leaderboard_table
+from tuner.config import get_settings
+from tuner.errors import JobStateError
+
+
+def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Table:
+    table = Table(title="tunability and sensitivity", title_justify="left", header_style="bold")
+    table.add_column("optimizer")
+    table.add_column("expected best\nof 1 trial", justify="right")
+    table.add_column("trials to within\n1% of its best", justify="right")
+    table.add_column("pruned / diverged\n/ failed", justify="right")
+    table.add_column(f"std of {metric}\nacross seeds", justify="right")
+    table.add_column(f"std of {metric}\nacross trials", justify="right")
+    for name in order:
+        f = facts["optimizers"].get(name)
+        if f is None:
+            continue
+        t, s = f["tunability"], f["shares"]
+        shares = " / ".join("–" if s[k] is None else f"{s[k]:.0%}"
+                            for k in ("share_pruned", "share_diverged", "share_failed"))
+        k = t["k_within_1pct"]
+        table.add_row(name, fmt(t["expected_1"]), "–" if k is None else f"{k} of {t['n']}",
+                      shares, fmt(f["seeds"]["std"], 2), fmt(f["hyper"]["std"], 2))
+    return table
+
+
+@app.command()
+@friendly
+def report(
+    job_id: Annotated[int, typer.Argument(help="The job's id (see tuner jobs).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Directory for report.html and its PNGs [default: ./report-ID].",
+    )] = None,
+) -> None:
+    """Leaderboard, statistics and plots of a succeeded job: prints the leaderboard and
+    writes DIR/report.html with the PNGs beside it."""
+    from tuner import store
+    from tuner.report import report_facts, write_report
+
+    settings = get_settings()
+    store.upgrade(settings.database_url)
+    with store.session_scope(settings.database_url) as session:
+        job = store.get_job(session, job_id)
+        if job.state != store.JobState.SUCCEEDED or not job.result:
+            raise JobStateError(f"job {job.id} is {job.state}; a report needs a succeeded job")
+        spec, result = dict(job.spec), dict(job.result)
+    out_dir = output if output is not None else Path(f"report-{job_id}")
+    metric, mode = spec["metric"], spec["mode"]
+    rows = result.get("leaderboard") or []
+    console.print(leaderboard_table(
+        rows, metric=metric, mode=mode,
+        title=f"job {job_id}: {spec.get('name')} on {spec.get('task')} — ranked by the mean of "
+              f"{spec.get('final_seeds')} final re-runs of each optimizer's best setting "
+              "(Welch's t-test vs #1, α = 0.05)",
+    ))
+    facts = report_facts(spec, result)
+    order = [row["optimizer"] for row in rows] or list(facts["optimizers"])
+    console.print(_facts_table(facts, order, metric=metric))
+    for warning in facts["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    with console.status("drawing the plots"):
+        files = write_report(job_id, spec, result, out_dir, storage_url=settings.database_url)
+    pngs = [f for f in files if f.suffix == ".png"]
+    console.print(f"report: [bold]{(out_dir / 'report.html').resolve()}[/] "
+                  f"({len(pngs)} plots: {', '.join(f.name for f in pngs)})", soft_wrap=True)

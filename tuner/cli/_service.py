@@ -1,0 +1,290 @@
+"""``tuner serve``, ``submit``, ``cancel`` and ``db``: the service and its client.
+
+``submit``, ``cancel`` (and ``jobs``, ``status``, ``export``) talk to the server at
+``TUNER_URL`` or ``--server``, sending ``TUNER_API_TOKEN``; without a server URL,
+``cancel`` works on the local store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tuner.cli import app, friendly
+from tuner.cli._display import JobBars, console, err_console, leaderboard_table
+from tuner.config import get_settings
+from tuner.errors import SpecError, TunerError
+
+__all__ = ["ServerOption", "client_for", "follow_job", "job_progress", "local_job_view"]
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", envvar="TUNER_URL", show_envvar=True,
+                 help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
+]
+
+db_app = typer.Typer(help="The jobs database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def client_for(server: str) -> Any:
+    """A :class:`tuner.client.TunerClient` for ``server`` with the token of TUNER_API_TOKEN."""
+    from tuner.client import TunerClient
+
+    return TunerClient(server, token=get_settings().api_token)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_jobs: Annotated[int | None, typer.Option(
+        "--max-jobs", min=1, help="Jobs run at once [default: TUNER_MAX_JOBS or 2].")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the REST API and the coordinator (the queue of jobs) in one process.
+
+    Migrates the jobs database, requeues jobs a previous server left running, starts (or
+    joins, with RAY_ADDRESS) Ray, and serves /v1 (OpenAPI at /openapi.json, docs at /docs).
+    Writes need TUNER_API_TOKEN; without it the server binds loopback addresses only.
+    Ctrl-C or SIGTERM stops it: running jobs are requeued for the next start.
+    """
+    import uvicorn
+
+    from tuner.api import create_app
+    from tuner.service import Service, max_jobs_from_env
+
+    settings = get_settings()
+    if not settings.api_token and not _is_loopback(host):
+        raise TunerError(
+            f"--host: refusing to serve on {host} without TUNER_API_TOKEN: anyone who reaches "
+            "it could run jobs; set TUNER_API_TOKEN, or bind 127.0.0.1"
+        )
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise TunerError(f"--log-level: got {log_level!r}; allowed: debug, info, warning, error")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    service_logger = logging.getLogger("tuner")
+    service_logger.addHandler(handler)
+    service_logger.setLevel(level)
+
+    # Ray's C++ failure handler prints a stack trace on every SIGTERM: a stop is no crash.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    service = Service(settings, max_jobs=max_jobs or max_jobs_from_env())
+    service.start()
+    api = create_app(settings, service=service)
+    from tuner.store._engine import safe_url
+
+    err_console.print(
+        f"tuner serving http://{host}:{port} (docs /docs) · jobs database "
+        f"{safe_url(settings.database_url)} · up to {service.max_jobs} jobs at once"
+        + ("" if settings.api_token else " · no TUNER_API_TOKEN: loopback only"),
+        highlight=False, soft_wrap=True,
+    )
+    # uvicorn stops on SIGTERM, then raises it again with the handler it found: make that
+    # an exit through the `finally` below rather than the default sudden death.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(api, host=host, port=port, log_level=log_level.lower(),
+                    access_log=level == "DEBUG")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()  # done by the app's shutdown already, unless uvicorn never started
+        err_console.print("tuner server stopped", highlight=False)
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)  # a stop that was asked for
+
+
+# -- submit ---------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def submit(
+    job_file: Annotated[Path, typer.Argument(help="The job file (YAML).")],
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Follow the job with progress bars until it ends.")] = False,
+    server: ServerOption = None,
+) -> None:
+    """Submit a job to the tuner server; prints its id.
+
+    The file is validated here first (the same checks as the server's). The server runs
+    built-in and installed tasks only (see tuner tasks), not package.module:factory paths.
+    With --wait, exits 0 when the job succeeds and 1 when it fails or is cancelled.
+    """
+    from tuner.service import service_task_problem
+    from tuner.spec import load_job_file
+
+    spec = load_job_file(job_file)
+    problem = service_task_problem(spec.task)
+    if problem is not None:
+        raise SpecError([problem], source=str(job_file))
+    if not server:
+        raise TunerError(
+            "no tuner server: set TUNER_URL or pass --server URL "
+            f"(or run the job in this process: tuner run {job_file})"
+        )
+    with client_for(server) as client:
+        job = client.submit(spec.model_dump(mode="json"), source=str(job_file))
+        console.print(f"job {job['id']} submitted to {client.url} ({job['state']})",
+                      highlight=False)
+        if wait:
+            follow_job(lambda: client.job(job["id"]), job["id"])
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def cancel(
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    server: ServerOption = None,
+) -> None:
+    """Cancel a job: a queued one at once; a running one stops within seconds (its started
+    trials end in Optuna and MLflow, then it is cancelled). A finished job is an error."""
+    if server:
+        with client_for(server) as client:
+            job = client.cancel(job_id)
+    else:
+        from tuner import store
+
+        settings = get_settings()
+        store.upgrade(settings.database_url)
+        with store.session_scope(settings.database_url) as session:
+            job = store.request_cancel(session, job_id).to_dict()
+    if job["state"] == "cancelled":
+        console.print(f"job {job_id} cancelled")
+    else:
+        console.print(f"job {job_id} is {job['state']}: cancel requested; it stops within "
+                      "seconds")
+
+
+# -- db -------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Create or migrate the tuner_* tables of TUNER_DB_URL to the newest revision.
+
+    Optuna's tables in the same database are left alone. Safe to run again; the server
+    also runs it on start.
+    """
+    from tuner import store
+    from tuner.store._engine import safe_url
+
+    settings = get_settings()
+    settings.ensure_home()
+    store.upgrade(settings.database_url)
+    console.print(f"jobs database {safe_url(settings.database_url)} is up to date",
+                  highlight=False)
+
+
+# -- following a job ------------------------------------------------------------------------
+
+
+def job_progress(job: dict[str, Any]) -> Any:
+    """The :class:`~tuner.coordinator.JobProgress` of a job's stored ``progress``."""
+    from dataclasses import fields
+
+    from tuner.coordinator import JobProgress, OptimizerProgress
+
+    spec = job.get("spec") or {}
+    stored = job.get("progress") or {}
+    names = {f.name for f in fields(OptimizerProgress)}
+    snapshot = JobProgress(job_id=job["id"], metric=spec.get("metric", ""),
+                           mode=spec.get("mode", "min"), phase=stored.get("phase", "starting"))
+    for name, counts in (stored.get("optimizers") or {}).items():
+        values = {k: v for k, v in counts.items() if k in names and k != "name"}
+        snapshot.optimizers[name] = OptimizerProgress(name=name, **values)
+    return snapshot
+
+
+def local_job_view(job_id: int) -> dict[str, Any]:
+    """A job of the local store in the shape ``GET /v1/jobs/{id}`` answers."""
+    from tuner import store
+
+    settings = get_settings()
+    store.upgrade(settings.database_url)
+    with store.session_scope(settings.database_url) as session:
+        job = store.get_job(session, job_id)
+        result = job.result or {}
+        return job.to_dict() | {
+            "spec": job.spec or {},
+            "optimizers": (job.spec or {}).get("optimizers", []),
+            "leaderboard": result.get("leaderboard"),
+            "seconds": result.get("seconds"),
+        }
+
+
+def follow_job(fetch: Callable[[], dict[str, Any]], job_id: int, *,
+               interval: float = 1.0) -> dict[str, Any]:
+    """Show a job's progress bars until it ends, then its leaderboard.
+
+    Raises:
+        TunerError: the job failed or was cancelled (the CLI exits 1).
+    """
+    job = fetch()
+    spec = job.get("spec") or {}
+    optimizers = list(spec.get("optimizers", []))
+    try:
+        with JobBars(optimizers, int(spec.get("trials", 1)), spec.get("metric", "")) as bars:
+            while True:
+                bars.update(job_progress(job))
+                if job["state"] in TERMINAL:
+                    break
+                time.sleep(interval)
+                job = fetch()
+    except KeyboardInterrupt:
+        console.print(f"stopped following job {job_id}; it goes on (tuner cancel {job_id} "
+                      "stops it)")
+        raise typer.Exit(code=130) from None
+    _print_outcome(job)
+    return job
+
+
+def _print_outcome(job: dict[str, Any]) -> None:
+    spec = job.get("spec") or {}
+    state = job["state"]
+    if state == "failed":
+        raise TunerError(f"job {job['id']} failed: {job.get('error') or 'no error recorded'}")
+    if state == "cancelled":
+        raise TunerError(f"job {job['id']} was cancelled")
+    if job.get("leaderboard"):
+        console.print(leaderboard_table(
+            job["leaderboard"], metric=spec.get("metric", ""), mode=spec.get("mode", "min"),
+            title=f"job {job['id']}: {job['name']} on {job['task']}",
+        ))
+        best = job["leaderboard"][0]["optimizer"]
+        seconds = job.get("seconds")
+        took = f"  ({seconds:.0f} s)" if seconds else ""
+        console.print(f"best optimizer: [bold green]{best}[/]{took}")
+    console.print(f"job {job['id']} {state}; export: tuner export {job['id']}")

@@ -1,0 +1,341 @@
+"""The coordinator loop of ``tuner serve``: queued jobs in, at most ``TUNER_MAX_JOBS`` at once.
+
+One background thread claims the oldest queued job from the jobs table whenever a slot is
+free (every 0.5 s, or at once when the API stores a job) and runs it with
+:func:`tuner.jobs.run_job` in a thread of its own; Ray is started (or joined, with
+``RAY_ADDRESS``) once, by this loop, and shared by the jobs.
+
+- **Cancel**: a job's ``should_cancel`` reads ``cancel_requested`` from the store at most
+  every 0.5 s; the coordinator then ends every started trial and the job is ``cancelled``.
+- **Start**: the jobs table is migrated and jobs left ``running`` by a previous server
+  process are requeued (one server per database); the coordinator resumes their studies.
+- **Stop** (SIGINT/SIGTERM): no new job is claimed; running jobs are parked at their next
+  cancel check, requeued, and Ray is shut down. A stopped server is like a killed one to
+  the next: it resumes the requeued jobs.
+
+Example::
+
+    service = Service(get_settings(), max_jobs=2)
+    service.start()
+    ...
+    service.stop()
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tuner.config import Settings
+from tuner.errors import TaskError, TunerError
+
+__all__ = [
+    "DEFAULT_MAX_JOBS",
+    "MODULE_PATH_MESSAGE",
+    "Service",
+    "max_jobs_from_env",
+    "requeue_orphans",
+    "service_task_problem",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How many jobs one server runs at once unless ``TUNER_MAX_JOBS`` says otherwise.
+DEFAULT_MAX_JOBS = 2
+#: How often the loop looks for queued jobs, and a running job for its cancel flag.
+POLL_S = 0.5
+
+MODULE_PATH_MESSAGE = (
+    "task: module paths are not accepted by the API; use a built-in or installed task "
+    "(see GET /v1/tasks)"
+)
+
+
+def service_task_problem(task: str) -> str | None:
+    """Why the service refuses ``task``, or ``None``: only built-in and installed tasks.
+
+    A ``package.module:factory`` path is refused (never imported): a server must not run
+    code a client names. Nothing is imported here.
+    """
+    from tuner.task import is_module_path, task_target
+
+    try:
+        task_target(task, allow_module_path=False)
+    except TaskError as e:
+        return MODULE_PATH_MESSAGE if is_module_path(task) else f"task: {e}"
+    return None
+
+
+def max_jobs_from_env() -> int:
+    """``TUNER_MAX_JOBS`` (default 2): how many jobs the server runs at once."""
+    raw = os.environ.get("TUNER_MAX_JOBS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_JOBS
+    if not raw.isdigit() or int(raw) < 1:
+        raise TunerError(f"TUNER_MAX_JOBS: got {raw!r}; allowed: a whole number >= 1")
+    return int(raw)
+
+
+def requeue_orphans(url: str, *, message: str) -> list[int]:
+    """Move every ``running`` job back to ``queued``; their ids.
+
+    Called when a server starts (the jobs were left by a previous server process) and when
+    it stops (the jobs it parked). Assumes one server per jobs database.
+    """
+    from tuner import store
+
+    requeued = []
+    with store.session_scope(url) as session:
+        for job in store.list_jobs(session, limit=10_000, state=store.JobState.RUNNING):
+            try:
+                store.set_state(session, job, store.JobState.QUEUED, message=message)
+            except TunerError:
+                continue  # it finished or moved meanwhile
+            requeued.append(job.id)
+    return requeued
+
+
+def _run_job_takes_claimed() -> bool:
+    from tuner.jobs import run_job
+
+    return "claimed" in inspect.signature(run_job).parameters
+
+
+class Service:
+    """Runs queued jobs in the background of ``tuner serve``.
+
+    Args:
+        settings: The jobs database, MLflow and Ray of the server.
+        max_jobs: Jobs run at once (``TUNER_MAX_JOBS``).
+        poll_s: How often to look for queued jobs and cancel requests.
+    """
+
+    def __init__(self, settings: Settings, *, max_jobs: int = DEFAULT_MAX_JOBS,
+                 poll_s: float = POLL_S) -> None:
+        if max_jobs < 1:
+            raise TunerError(f"max_jobs: got {max_jobs}; allowed: >= 1")
+        self.settings = settings
+        self.max_jobs = max_jobs
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._never = threading.Event()  # parked job threads wait on it until the process ends
+        self._lock = threading.Lock()
+        self._threads: dict[int, threading.Thread] = {}
+        self._parked: set[int] = set()
+        self._loop_thread: threading.Thread | None = None
+        self._ray_started = False
+        self._stopped = False
+        self.ray_error: str | None = None
+        self.requeued: list[int] = []
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Migrate the jobs table, requeue jobs left running, start the loop thread."""
+        from tuner import store
+
+        self.settings.ensure_home()
+        store.upgrade(self.settings.database_url)
+        self.requeued = requeue_orphans(
+            self.settings.database_url, message="requeued: the server that ran it stopped"
+        )
+        if self.requeued:
+            logger.info("requeued jobs left running by a previous server: %s", self.requeued)
+        self._loop_thread = threading.Thread(target=self._loop, name="tuner-coordinator",
+                                             daemon=True)
+        self._loop_thread.start()
+
+    def wake(self) -> None:
+        """Look for queued jobs now (the API calls this after storing one)."""
+        self._wake.set()
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop claiming, park and requeue running jobs, shut Ray down.
+
+        Running jobs stop at their next cancel check (within about a second, or when their
+        current Ray call returns), and are requeued for the next server start.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stopping.set()
+        self._wake.set()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                alive = [i for i, t in self._threads.items() if t.is_alive()]
+                waiting = [i for i in alive if i not in self._parked]
+            if not waiting:
+                break
+            time.sleep(0.1)
+        else:
+            logger.warning("jobs %s did not stop within %.0f s", waiting, timeout)
+        with self._lock:
+            alive = [i for i, t in self._threads.items() if t.is_alive()]
+        if alive:
+            ids = requeue_orphans(self.settings.database_url,
+                                  message="requeued: the server stopped")
+            logger.info("requeued running jobs %s for the next server start", ids)
+        if self._ray_started:
+            import ray
+
+            ray.shutdown()
+            self._ray_started = False
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/healthz`` shows: the slots, the jobs running here, Ray."""
+        with self._lock:
+            running = sorted(i for i, t in self._threads.items()
+                             if t.is_alive() and i not in self._parked)
+        return {
+            "max_jobs": self.max_jobs,
+            "running": running,
+            "ray": "error: " + self.ray_error if self.ray_error
+            else ("up" if self._ray_started else "starting"),
+            "stopping": self._stopping.is_set(),
+        }
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        if not self._start_ray():
+            return
+        while not self._stopping.is_set():
+            try:
+                while self._free_slots() > 0 and not self._stopping.is_set():
+                    if not self._start_next():
+                        break
+            except TunerError as e:  # the database is away: try again later
+                logger.warning("coordinator loop: %s", e)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _start_ray(self) -> bool:
+        from tuner.coordinator import ensure_ray
+
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                ensure_ray(self.settings.ray_address)
+            except Exception as e:  # noqa: BLE001 - any failure: report it and retry
+                self.ray_error = f"{type(e).__name__}: {e}"
+                logger.error("cannot start or join Ray (retrying in %.0f s): %s", delay, e)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            self.ray_error = None
+            self._ray_started = True
+            return True
+        return False
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            for job_id in [i for i, t in self._threads.items() if not t.is_alive()]:
+                del self._threads[job_id]
+            return self.max_jobs - len(self._threads)
+
+    def _start_next(self) -> bool:
+        """Take the oldest queued job and start its thread; False when none is queued."""
+        from sqlalchemy import select
+
+        from tuner import store
+
+        url = self.settings.database_url
+        claimed = _run_job_takes_claimed()
+        with store.session_scope(url) as session:
+            if claimed:
+                job = store.claim_next_queued(session)
+                if job is None:
+                    return False
+                job_id, spec = job.id, dict(job.spec)
+            else:
+                # run_job moves the job to running itself (compare-and-set): pick the
+                # oldest queued job this server has not started yet.
+                with self._lock:
+                    started = list(self._threads)
+                stmt = (select(store.Job.id, store.Job.spec)
+                        .where(store.Job.state == store.JobState.QUEUED.value)
+                        .order_by(store.Job.id).limit(1))
+                if started:
+                    stmt = stmt.where(store.Job.id.not_in(started))
+                row = session.execute(stmt).first()
+                if row is None:
+                    return False
+                job_id, spec = row[0], dict(row[1])
+        thread = threading.Thread(target=self._run, args=(job_id, spec, claimed),
+                                  name=f"tuner-job-{job_id}", daemon=True)
+        with self._lock:
+            self._threads[job_id] = thread
+        logger.info("job %s: started (%s)", job_id, spec.get("name"))
+        thread.start()
+        return True
+
+    def _run(self, job_id: int, spec_doc: dict[str, Any], claimed: bool) -> None:
+        from tuner import store
+        from tuner.coordinator import JobCancelled
+        from tuner.errors import JobStateError
+        from tuner.jobs import run_job
+        from tuner.spec import parse_job
+
+        url = self.settings.database_url
+        started = time.monotonic()
+        try:
+            spec = parse_job(spec_doc, source=f"job {job_id}")
+        except TunerError as e:
+            # Stored when valid; a search space or task may have gone since.
+            with store.session_scope(url) as session:
+                job = store.get_job(session, job_id)
+                store.set_state(session, job, store.JobState.FAILED, error=str(e))
+            logger.error("job %s: failed: %s", job_id, e)
+            return
+        kwargs: dict[str, Any] = {"should_cancel": self._cancel_check(job_id)}
+        if claimed:
+            kwargs["claimed"] = True
+        try:
+            run_job(self.settings, job_id, spec, **kwargs)
+        except JobCancelled:
+            logger.info("job %s: cancelled after %.0f s", job_id, time.monotonic() - started)
+        except JobStateError as e:
+            logger.info("job %s: not run: %s", job_id, e)  # cancelled before it started
+        except BaseException as e:  # noqa: BLE001 - run_job recorded it; keep the server up
+            logger.error("job %s: failed after %.0f s: %s: %s", job_id,
+                         time.monotonic() - started, type(e).__name__, e)
+        else:
+            logger.info("job %s: succeeded in %.0f s", job_id, time.monotonic() - started)
+
+    def _cancel_check(self, job_id: int) -> Callable[[], bool]:
+        """``should_cancel`` of one job: the store's ``cancel_requested``, read at most every
+        ``poll_s``; while the server stops, it parks the job's thread for good instead."""
+        from sqlalchemy import select
+
+        from tuner import store
+
+        url = self.settings.database_url
+        last = {"at": 0.0, "value": False}
+
+        def should_cancel() -> bool:
+            if self._stopping.is_set():
+                with self._lock:
+                    self._parked.add(job_id)
+                self._never.wait()  # until the process ends; the job is requeued
+            now = time.monotonic()
+            if now - last["at"] >= self.poll_s:
+                last["at"] = now
+                try:
+                    with store.session_scope(url) as session:
+                        stmt = select(store.Job.cancel_requested).where(store.Job.id == job_id)
+                        last["value"] = bool(session.scalar(stmt))
+                except TunerError as e:
+                    logger.warning("job %s: cannot read its cancel flag: %s", job_id, e)
+            return bool(last["value"])
+
+        return should_cancel
