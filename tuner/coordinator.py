@@ -202,14 +202,14 @@ def ensure_ray(address: str | None) -> None:
     # Ray's start-up chatter (token authentication notice, ...) is not the user's business.
     logging.getLogger("ray").setLevel(logging.ERROR)
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         return
     # Workers import a user's `package.module:factory` from where tuner was started.
     path = os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
-        logging_level=logging.WARNING,
+        logging_level=logging.ERROR,
         runtime_env={"env_vars": {"PYTHONPATH": path}},
     )
 
@@ -777,6 +777,7 @@ class Coordinator:
             self.tracker.log_optimizer(
                 name, metrics={k: v for k, v in metrics.items() if v is not None},
                 params={f"best.{k}": v for k, v in (result.hyperparameters or {}).items()},
+                headline=_headline(row),
             )
         return JobOutcome(
             job_id=job_id, spec=self.spec, results=self.results, progress=self._progress,
@@ -784,3 +785,12 @@ class Coordinator:
             export=export, leaderboard=board, seconds=time.monotonic() - started,
         )
 
+
+
+def _headline(row: dict[str, Any]) -> str:
+    """``#1 0.9739±0.0054`` (final mean ± std) or ``#3 best 0.97`` without final runs."""
+    if row["mean"] is not None:
+        return f"#{row['rank']} {row['mean']:.4g}±{row['std']:.2g}"
+    if row["best"] is not None:
+        return f"#{row['rank']} best {row['best']:.4g}"
+    return f"#{row['rank']} no result"

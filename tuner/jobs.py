@@ -55,12 +55,15 @@ def run_job(
 
     url = settings.database_url
     with store.session_scope(url) as session:
-        store.set_state(session, store.get_job(session, job_id), store.JobState.RUNNING)
+        job = store.get_job(session, job_id)
+        if job.state != store.JobState.RUNNING:  # the service has claimed it already
+            store.set_state(session, job, store.JobState.RUNNING)
 
     last_saved = 0.0
+    linked = False
 
     def progress(snapshot: JobProgress) -> None:
-        nonlocal last_saved
+        nonlocal last_saved, linked
         if on_progress is not None:
             on_progress(snapshot)
         now = time.monotonic()
@@ -68,6 +71,12 @@ def run_job(
             last_saved = now
             with store.session_scope(url) as session:
                 store.update_progress(session, job_id, snapshot.to_dict())
+                tracker = getattr(coordinator, "tracker", None)
+                if not linked and tracker is not None and tracker.job_run_id:
+                    # A running job already links to its MLflow runs (tuner ui, the API).
+                    store.set_mlflow(session, job_id, experiment_id=tracker.experiment_id,
+                                     run_id=tracker.job_run_id)
+                    linked = True
 
     coordinator = Coordinator(settings, on_progress=progress, should_cancel=should_cancel)
     try:
@@ -91,8 +100,14 @@ def run_job(
         value = row["mean"] if row["mean"] is not None else row["best"]
         if value is not None:
             summary[f"{row['optimizer']}.{spec.metric}"] = value
+    leader = board[0] if board else None
+    headline = None
+    if leader is not None and (leader["mean"] is not None or leader["best"] is not None):
+        value = leader["mean"] if leader["mean"] is not None else leader["best"]
+        headline = f"{leader['optimizer']} {value:.4g}"
     tracker.finish_job(
         status="FINISHED",
+        headline=headline,
         metrics=summary,
         artifacts={
             "export.yaml": export_text,

@@ -93,11 +93,23 @@ def _title(spec: Mapping[str, Any], what: str) -> str:
 
 
 def _log_scale(values: Sequence[float], mode: str) -> bool:
-    """Log y for a positive metric to minimize that spans more than two decades (losses,
-    distances to a minimum); accuracies stay linear."""
+    """Log y for a non-negative metric to minimize whose positive values span more than two
+    decades (losses, distances to a minimum); accuracies stay linear."""
     finite = [v for v in values if _finite(v)]
-    return (mode == "min" and bool(finite) and min(finite) > 0
-            and max(finite) / min(finite) > 100)
+    positive = [v for v in finite if v > 0]
+    return (mode == "min" and bool(positive) and min(finite) >= 0
+            and max(positive) / min(positive) > 100)
+
+
+def _set_log_y(ax: Axes, values: Sequence[float]) -> None:
+    """Log y; symmetric-log below the smallest positive value when some values are exactly 0
+    (a run that reached the minimum exactly must stay visible)."""
+    finite = [v for v in values if _finite(v)]
+    if any(v == 0 for v in finite):
+        floor = min(v for v in finite if v > 0)
+        ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(floor)))
+    else:
+        ax.set_yscale("log")
 
 
 def _style(ax: Axes, *, integer_x: bool = False) -> None:
@@ -124,27 +136,35 @@ def _names(result: Mapping[str, Any]) -> list[str]:
 # -- convergence -----------------------------------------------------------------------------
 
 
-def _final_curves(o: Mapping[str, Any], metric: str) -> list[list[float]]:
-    curves = []
+def _final_curves(o: Mapping[str, Any], metric: str) -> tuple[list[list[float]], int]:
+    """The metric curves of the complete final runs, and how many final runs did not complete
+    (a diverged run's last values before the NaN would swamp the band; it is counted)."""
+    curves, lost = [], 0
     for final in o.get("finals") or []:
+        if final.get("state", "COMPLETE") != "COMPLETE":
+            lost += 1
+            continue
         curve = (final.get("curves") or {}).get(metric) or []
-        curves.append([float(v) if _finite(v) else math.nan for v in curve])
-    return [c for c in curves if c]
+        if curve:
+            curves.append([float(v) if _finite(v) else math.nan for v in curve])
+    return curves, lost
 
 
 def plot_convergence(spec: Mapping[str, Any], result: Mapping[str, Any], path: Path, *,
                      colors: Mapping[str, str] | None = None) -> Path | None:
     """The validation metric per epoch of the final re-runs: median and min–max band per
-    optimizer (protocol 3). A linear metric gets a second panel zoomed on the last half of
-    the epochs, where the optimizers part. ``None`` without any final run."""
+    optimizer (protocol 3); runs that diverged or failed are left out and counted in the
+    legend. A linear metric gets a second panel zoomed on the last half of the epochs, where
+    the optimizers part. ``None`` without any complete final run."""
     import numpy as np
 
     metric, mode = spec["metric"], spec["mode"]
     names = _names(result)
     colors = colors or optimizer_colors(names)
     series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+    lost: dict[str, int] = {}
     for name in names:
-        curves = _final_curves(result["optimizers"][name], metric)
+        curves, lost[name] = _final_curves(result["optimizers"][name], metric)
         if not curves:
             continue
         length = max(len(c) for c in curves)
@@ -169,7 +189,9 @@ def plot_convergence(spec: Mapping[str, Any], result: Mapping[str, Any], path: P
         for name, (median, low, high, n) in series.items():
             epochs = np.arange(1, median.size + 1)
             ax.fill_between(epochs, low, high, color=colors[name], alpha=0.18, linewidth=0)
-            label = f"{name} (n={n})" if index == 0 else None
+            label = f"{name} (n={n}" + (f", {lost[name]} diverged/failed left out)"
+                                        if lost.get(name) else ")")
+            label = label if index == 0 else None
             ax.plot(epochs, median, color=colors[name], linewidth=1.8, label=label)
         if spec.get("target") is not None:
             ax.axhline(spec["target"], color="black", linestyle="--", linewidth=1,
@@ -177,7 +199,7 @@ def plot_convergence(spec: Mapping[str, Any], result: Mapping[str, Any], path: P
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric_label(metric, mode))
         if log:
-            ax.set_yscale("log")
+            _set_log_y(ax, every)
         _style(ax, integer_x=True)
     axes[0].set_title("median of the final re-runs (band: min–max across seeds)", fontsize=10)
     if zoom:
@@ -223,8 +245,8 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
     """Final metric against learning rate, every trial, one panel per optimizer (protocol 6).
 
     Filled dots: complete trials; hollow: pruned trials at their last reported value; ``x`` at
-    the worst edge: diverged; grey ``+``: failed; star: the best trial, with the mean ± std of
-    its final re-runs beside it. Shaded: learning rates outside the optimizer's search range.
+    the worst edge: diverged; grey ``+``: failed; star: the best trial, with its final re-runs
+    (one dot per seed) beside it. Shaded: learning rates outside the optimizer's search range.
     ``None`` when no trial has a learning rate.
     """
     from matplotlib.lines import Line2D
@@ -297,15 +319,15 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
             ax.scatter(best, o["best_value"], marker="*", s=150, color=color,
                        edgecolor="black", linewidth=0.8, zorder=5)
             finals = [f.get("value") for f in o.get("finals") or [] if _finite(f.get("value"))]
-            if len(finals) >= 2:
-                mean = sum(finals) / len(finals)
-                std = math.sqrt(sum((v - mean) ** 2 for v in finals) / (len(finals) - 1))
-                ax.errorbar(best * 1.35, mean, yerr=std, fmt="o", markersize=3.5,
-                            color="black", capsize=2.5, linewidth=1, zorder=5)
+            if finals:
+                # Every final re-run beside the star: the spread across seeds at this setting.
+                ax.vlines(best * 1.4, min(finals), max(finals), color="black", linewidth=1,
+                          zorder=5)
+                ax.scatter([best * 1.4] * len(finals), finals, s=9, color="black", zorder=5)
         ax.set_xscale("log")
         ax.set_xlim(x_lo, x_hi)
         if log_y:
-            ax.set_yscale("log")
+            _set_log_y(ax, values)
         ax.set_title(
             f"{name}: {counts['COMPLETE']} ok · {counts['PRUNED']} pruned · "
             f"{counts['DIVERGED']} diverged" + (f" · {counts['FAIL']} failed"
@@ -328,8 +350,8 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
         Line2D([], [], marker="x", linestyle="", color="0.3", label="diverged (worst edge)"),
         Line2D([], [], marker="*", linestyle="", markersize=11, color="0.6",
                markeredgecolor="black", label="best trial"),
-        Line2D([], [], marker="o", linestyle="-", markersize=3.5, color="black",
-               label="final re-runs mean ± std"),
+        Line2D([], [], marker="o", linestyle="-", markersize=3, color="black",
+               label="final re-runs (seeds) of the best"),
         Line2D([], [], marker="s", linestyle="", markersize=9, color="0.88",
                label="outside the search range"),
     ]
@@ -378,7 +400,7 @@ def plot_tunability(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
         left.plot(k, curve["mean"], color=colors[name], linewidth=1.8, label=label)
         every.extend(curve["low"] + curve["high"])
     if _log_scale(every, mode):
-        left.set_yscale("log")
+        _set_log_y(left, every)
     left.set_xlabel("trials k (budget)")
     left.set_ylabel(f"expected best {metric_label(metric, mode)}", fontsize=9)
     shuffles = next(iter(facts["optimizers"].values()))["tunability"]["curve"]["shuffles"]
@@ -581,7 +603,11 @@ def plot_landscape(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pat
         levels = np.linspace(0, float(z.max()), 16)
         filled = ax.contourf(gx, gy, z, levels=levels, cmap="Greys_r", alpha=0.55)
         ax.contour(gx, gy, z, levels=levels, colors="0.45", linewidths=0.4)
-    bar = fig.colorbar(filled, ax=ax, shrink=0.85, pad=0.01)
+    ticks = None
+    if kind == "rosenbrock":
+        ticks = [10.0**e for e in range(-1, math.ceil(math.log10(levels[-1])) + 1)
+                 if 10.0**e <= levels[-1]]
+    bar = fig.colorbar(filled, ax=ax, shrink=0.85, pad=0.01, ticks=ticks)
     bar.set_label(f"{kind}(x, y)" + (" (log scale)" if kind == "rosenbrock" else ""))
     for name, points in paths.items():
         px, py = zip(*points, strict=True)
@@ -592,7 +618,7 @@ def plot_landscape(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pat
         ax.plot(px[-1], py[-1], marker="s", markersize=6, color=colors[name],
                 markeredgecolor="black", markeredgewidth=0.7, zorder=4)
     ax.plot(*minimum, marker="*", markersize=17, color="gold", markeredgecolor="black",
-            zorder=5, linestyle="", label=f"global minimum {minimum}")
+            zorder=2.6, linestyle="", label=f"global minimum {minimum}")
     ax.set_xlim(x_lo, x_hi)
     ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("x")
@@ -656,7 +682,7 @@ def plot_seed_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], pa
         tick.set_color(colors[name])
         tick.set_fontweight("bold")
     if _log_scale(every, mode):
-        left.set_yscale("log")
+        _set_log_y(left, every)
     left.set_ylabel(metric_label(metric, mode))
     left.set_title("per optimizer — dots: every complete trial (across hyperparameters); "
                    "box: final re-runs of the best setting (across seeds)", fontsize=9)

@@ -241,15 +241,17 @@ def expected_best_exact(scores: Sequence[float], k: int, *, mode: str) -> float:
 
 
 def trials_to_within(curve: Sequence[float], best: float, *, rel: float = 0.01) -> int | None:
-    """The first ``k`` whose expected best is within ``rel`` of ``best`` (1-based).
+    """The first ``k`` (1-based) whose expected best is within ``rel`` of ``best``.
 
-    "Within" is relative to ``|best|``; when ``best`` is 0 it is relative to the first point's
-    gap to ``best`` (a scale-free fallback). ``None`` when the curve never gets there.
+    The tolerance is ``rel`` times the metric's scale: the larger of ``|best|`` and the gap
+    from the first point (one random trial) to ``best``. For an accuracy that is 1% of the best;
+    for a loss or a distance near 0 it is 1% of what tuning gained, not of a tiny best value.
+    ``None`` when the curve never gets there.
     """
     if not curve or not _finite(best):
         return None
-    scale = abs(best) if best != 0 else abs(curve[0] - best)
-    tolerance = rel * scale
+    first = curve[0] if _finite(curve[0]) else best
+    tolerance = rel * max(abs(best), abs(first - best))
     for k, value in enumerate(curve, start=1):
         if _finite(value) and abs(value - best) <= tolerance:
             return k
@@ -498,12 +500,12 @@ FIGURES: tuple[tuple[str, str], ...] = (
      "best setting; line: median across seeds, band: min–max."),
     ("lr_sensitivity.png",
      "Learning-rate sensitivity: the final value of every trial against its learning rate; "
-     "hollow: pruned, x: diverged (at the worst edge), star: best trial with the final "
-     "re-runs' mean ± std; shaded: outside the search range."),
+     "hollow: pruned, x: diverged (at the worst edge), star: best trial, with its final "
+     "re-runs (one dot per seed) beside it; shaded: outside the search range."),
     ("tunability.png",
      "Tunability: expected best after k trials over random orders of each optimizer's trials "
-     "(band: 25–75% of the orders), and the share of trials completed, pruned, diverged or "
-     "failed."),
+     "(band: 25–75% of the orders; the mean leaves it when a few orders are much worse), and "
+     "the share of trials completed, pruned, diverged or failed."),
     ("importance.png",
      "Hyperparameter importance per optimizer: Optuna's fANOVA evaluator on the complete "
      "trials of each study."),

@@ -140,8 +140,13 @@ class Service:
         """Migrate the jobs table, requeue jobs left running, start the loop thread."""
         from tuner import store
 
+        from tuner.coordinator import open_storage
+
         self.settings.ensure_home()
         store.upgrade(self.settings.database_url)
+        # Optuna creates its tables when a storage is first opened on a database; two jobs
+        # starting at once on a new database would both try (and one fail).
+        open_storage(self.settings.database_url).remove_session()
         self.requeued = requeue_orphans(
             self.settings.database_url, message="requeued: the server that ran it stopped"
         )
@@ -155,11 +160,13 @@ class Service:
         """Look for queued jobs now (the API calls this after storing one)."""
         self._wake.set()
 
-    def stop(self, *, timeout: float = 10.0) -> None:
+    def stop(self, *, timeout: float = 30.0) -> None:
         """Stop claiming, park and requeue running jobs, shut Ray down.
 
         Running jobs stop at their next cancel check (within about a second, or when their
-        current Ray call returns), and are requeued for the next server start.
+        current Ray call returns, e.g. when their workers have started), and are requeued for
+        the next server start. A job still busy after ``timeout`` is requeued too, and Ray
+        is shut down under it.
         """
         with self._lock:
             if self._stopped:

@@ -208,21 +208,30 @@ class JobTracker:
     # -- the end ---------------------------------------------------------------------------
 
     def log_optimizer(self, optimizer: str, *, metrics: Mapping[str, float],
-                      params: Mapping[str, Any], status: str = "FINISHED") -> None:
+                      params: Mapping[str, Any], headline: str | None = None,
+                      status: str = "FINISHED") -> None:
+        """End an optimizer's run. ``headline`` goes into its name: the Runs table shows no
+        metric column until the user picks one, but it always shows the name."""
         run_id = self.optimizer_runs[optimizer]
 
         def log() -> None:
             self._log_batch_now(run_id, params=params, metrics=_metrics(metrics))
+            if headline:
+                self.client.update_run(run_id, name=f"{optimizer} {headline}")
             self.client.set_terminated(run_id, status=status)
 
         self._submit(log)
 
     def finish_job(self, *, status: str, metrics: Mapping[str, float],
                    artifacts: Mapping[str, str] | None = None,
-                   files: Iterable[str] = ()) -> None:
-        """End the job run: summary metrics, text artifacts (name -> content) and files."""
+                   files: Iterable[str] = (), headline: str | None = None) -> None:
+        """End the job run: summary metrics, text artifacts (name -> content) and files;
+        ``headline`` is appended to its name (the winner, visible before any click)."""
         self.flush()
         self._log_batch_now(self.job_run_id, metrics=_metrics(metrics))
+        if headline:
+            run = self.client.get_run(self.job_run_id)
+            self.client.update_run(self.job_run_id, name=f"{run.info.run_name} · {headline}")
         for name, content in (artifacts or {}).items():
             self.client.log_text(self.job_run_id, content, name)
         for path in files:

@@ -49,7 +49,9 @@ def problems_of(document: object, source: str = "job.yaml") -> list[str]:
 
 
 def unknown_optimizer(index: int, name: str) -> str:
-    return f"optimizers[{index}]: unknown optimizer {name!r}; available: {SPACES} (see tuner spaces)"
+    return (
+        f"optimizers[{index}]: unknown optimizer {name!r}; available: {SPACES} (see tuner spaces)"
+    )
 
 
 def unknown_task(name: str) -> str:
@@ -271,7 +273,7 @@ def test_a_boolean_is_not_a_trial_count() -> None:
     ]
 
 
-# -- the file itself -------------------------------------------------------------------------------
+# -- the file itself --------------------------------------------------------------------------
 
 
 def test_bad_yaml_names_line_and_column(tmp_path: Path) -> None:

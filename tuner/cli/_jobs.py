@@ -3,7 +3,6 @@ local store or, with ``TUNER_URL`` / ``--server``, on the tuner server."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,9 +297,9 @@ def ui(
     console.print(f"MLflow UI: [bold]{link}[/]")
     if remote or print_only:
         return
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    command = [mlflow, "server", "--backend-store-uri", uri, "--host", host,
-               "--port", str(port), "--workers", "1"]
+    # The MLflow of this environment, whatever else is on PATH.
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port), "--workers", "1"]
     if settings.artifact_root:
         command += ["--default-artifact-root", settings.artifact_root]
     console.print(f"serving {uri} (Ctrl-C stops)")
