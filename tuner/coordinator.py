@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuner.config import Settings
-from tuner.errors import JobStateError, TaskError, TunerError
+from tuner.errors import JobInterrupted, JobStateError, TaskError, TunerError
 from tuner.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ FINAL_SEED_BASE = 42
 #: Why a trial was lost rather than failed: it is re-run and does not count in the budget.
 WORKER_DIED = "worker died"
 RESTARTED = "coordinator restarted"
+INTERRUPTED = "interrupted"
+LOST = (WORKER_DIED, RESTARTED, INTERRUPTED)
 
 
 class JobCancelled(JobStateError):
@@ -274,6 +276,8 @@ class Coordinator:
         settings: Where the databases, MLflow and Ray are.
         on_progress: Called with a :class:`JobProgress` after every event (keep it cheap).
         should_cancel: Polled between events; ``True`` stops the job (``JobCancelled``).
+        should_stop: Polled between events; ``True`` interrupts the job (``JobInterrupted``):
+            its running trials are ended and enqueued again, to resume later.
     """
 
     def __init__(
@@ -282,10 +286,12 @@ class Coordinator:
         *,
         on_progress: Callable[[JobProgress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.on_progress = on_progress or (lambda progress: None)
         self.should_cancel = should_cancel or (lambda: False)
+        self.should_stop = should_stop or (lambda: False)
 
     # -- the job ---------------------------------------------------------------------------
 
@@ -380,13 +386,18 @@ class Coordinator:
         except JobCancelled:
             status = "KILLED"
             raise
+        except JobInterrupted:
+            status = "INTERRUPTED"
+            raise
         finally:
             self._abandon_pending(status)
             for worker in self._workers:
                 ray.kill(worker, no_restart=True)
             if status != "FINISHED":
                 try:
-                    tracker.finish_job(status=status, metrics={})
+                    # An interrupted job's run is taken up again when the job resumes.
+                    tracker.finish_job(status="KILLED" if status == "INTERRUPTED" else status,
+                                       metrics={})
                 except Exception as e:  # noqa: BLE001 - the job's own error matters more
                     logger.warning("could not end the MLflow job run: %s", e)
             tracker.close()
@@ -432,7 +443,7 @@ class Coordinator:
                 state = attrs.get("tuner_state") or states[frozen.state]
                 reason = attrs.get("reason")
                 value = frozen.value if state == "COMPLETE" else None
-                if reason and reason.startswith((WORKER_DIED, RESTARTED)):
+                if reason and reason.startswith(LOST):
                     progress.lost += 1
                 elif state == "COMPLETE":
                     progress.complete += 1
@@ -513,6 +524,8 @@ class Coordinator:
         while True:
             if self.should_cancel():
                 raise JobCancelled(f"job {self._progress.job_id} was cancelled")
+            if self.should_stop():
+                raise JobInterrupted(f"job {self._progress.job_id} was interrupted")
             while self._idle and self._dispatch(self._idle[-1]):
                 self._idle.pop()
             if not self._pending:
@@ -681,7 +694,7 @@ class Coordinator:
                 self.studies[slot.optimizer].tell(trial, state=optuna.trial.TrialState.FAIL)
                 if state == "DIVERGED":
                     progress.diverged += 1
-                elif not reason or not reason.startswith(WORKER_DIED):
+                elif not reason or not reason.startswith(LOST):
                     progress.failed += 1
             self.results[slot.optimizer].trials.append(TrialRecord(
                 number=slot.number, state=state,
@@ -741,10 +754,16 @@ class Coordinator:
     def _abandon_pending(self, status: str) -> None:
         """End whatever is still in flight (an error or a cancellation): nothing is left
         RUNNING in Optuna or MLflow."""
-        reason = "job cancelled" if status == "KILLED" else "job failed"
+        reason = {"KILLED": "job cancelled", "INTERRUPTED": INTERRUPTED}.get(status, "job failed")
         for slot in list(self._pending.values()):
             try:
                 self._finish(slot, "FAIL", reason=reason, idle=False)
+                if status == "INTERRUPTED" and slot.kind == "trial":
+                    # Lost, not failed: its configuration runs again when the job resumes.
+                    self._progress.optimizers[slot.optimizer].lost += 1
+                    self.studies[slot.optimizer].enqueue_trial(
+                        slot.params, user_attrs={"rerun_of": slot.number}, skip_if_exists=False
+                    )
             except Exception as e:  # noqa: BLE001 - keep ending the others
                 logger.warning("could not end %s: %s", slot.key, e)
         self._pending.clear()

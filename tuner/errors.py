@@ -10,7 +10,9 @@ red line and exits 1, the REST API answers with the same text.
      ├── SearchSpaceError(TunerError, ValueError)  a search-space file or override is invalid
      ├── TaskError(TunerError, LookupError)        an unknown or broken task
      ├── JobNotFoundError(TunerError, LookupError) no job with that id in this store
-     └── JobStateError(TunerError, RuntimeError)   the job is not in a state that allows it
+     ├── JobStateError(TunerError, RuntimeError)   the job is not in a state that allows it
+ └── JobInterrupted(TunerError, RuntimeError)  the process running a job is stopping; the
+                                                job goes back to the queue
 """
 
 from __future__ import annotations
@@ -44,3 +46,7 @@ class JobNotFoundError(TunerError, LookupError):
 
 class JobStateError(TunerError, RuntimeError):
     """The job's state does not allow the requested operation."""
+
+
+class JobInterrupted(TunerError, RuntimeError):
+    """The process running the job is stopping; the job is requeued and resumes later."""

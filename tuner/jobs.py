@@ -17,6 +17,7 @@ from typing import Any
 
 from tuner.config import Settings
 from tuner.coordinator import Coordinator, JobCancelled, JobOutcome, JobProgress
+from tuner.errors import JobInterrupted
 from tuner.spec import JobSpec
 
 __all__ = ["create_local_job", "export_path", "run_job"]
@@ -48,15 +49,23 @@ def run_job(
     *,
     on_progress: Callable[[JobProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    claimed: bool = False,
 ) -> JobOutcome:
-    """Run job ``job_id`` to its end and record it. Raises what the coordinator raised."""
+    """Run job ``job_id`` to its end and record it. Raises what the coordinator raised.
+
+    Args:
+        claimed: The job is ``running`` already (the service claimed it from the queue).
+        should_cancel: ``True`` cancels the job (state ``cancelled``).
+        should_stop: ``True`` interrupts it: back to ``queued``, to resume later.
+    """
     from tuner import store
     from tuner.export import render_export
 
     url = settings.database_url
     with store.session_scope(url) as session:
         job = store.get_job(session, job_id)
-        if job.state != store.JobState.RUNNING:  # the service has claimed it already
+        if not (claimed and job.state == store.JobState.RUNNING):
             store.set_state(session, job, store.JobState.RUNNING)
 
     last_saved = 0.0
@@ -78,14 +87,24 @@ def run_job(
                                      run_id=tracker.job_run_id)
                     linked = True
 
-    coordinator = Coordinator(settings, on_progress=progress, should_cancel=should_cancel)
+    coordinator = Coordinator(settings, on_progress=progress, should_cancel=should_cancel,
+                              should_stop=should_stop)
+
+    def last_progress() -> dict[str, Any] | None:
+        snapshot = getattr(coordinator, "_progress", None)
+        return snapshot.to_dict() if snapshot is not None else None
+
     try:
         outcome = coordinator.run(job_id, spec)
     except JobCancelled as e:
-        _end(url, job_id, store.JobState.CANCELLED, message=str(e))
+        _end(url, job_id, store.JobState.CANCELLED, message=str(e), progress=last_progress())
+        raise
+    except JobInterrupted as e:
+        _end(url, job_id, store.JobState.QUEUED, message=str(e), progress=last_progress())
         raise
     except BaseException as e:
-        _end(url, job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}")
+        _end(url, job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}",
+             progress=last_progress())
         raise
 
     # The export file a user can hand to torch.optim, next to the job's MLflow run.
@@ -133,10 +152,12 @@ def run_job(
 
 
 def _end(url: str, job_id: int, state: Any, *, error: str | None = None,
-         message: str | None = None) -> None:
+         message: str | None = None, progress: dict[str, Any] | None = None) -> None:
     from tuner import store
 
     with store.session_scope(url) as session:
+        if progress is not None:
+            store.update_progress(session, job_id, progress)
         store.set_state(session, store.get_job(session, job_id), state, error=error,
                         message=message)
 

@@ -401,6 +401,8 @@ def plot_tunability(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
         every.extend(curve["low"] + curve["high"])
     if _log_scale(every, mode):
         _set_log_y(left, every)
+    n_max = max(facts["optimizers"][n]["tunability"]["n"] for n in names)
+    left.set_xlim(1, max(2, n_max))
     left.set_xlabel("trials k (budget)")
     left.set_ylabel(f"expected best {metric_label(metric, mode)}", fontsize=9)
     shuffles = next(iter(facts["optimizers"].values()))["tunability"]["curve"]["shuffles"]
@@ -692,7 +694,8 @@ def plot_seed_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], pa
     x = np.arange(len(names))
     seed_std = [_std(data[n][1]) for n in names]
     hyper_std = [_std(data[n][0]) for n in names]
-    right.bar(x - width / 2, [v or np.nan for v in hyper_std], width, color="0.7",
+    right.bar(x - width / 2, [v or np.nan for v in hyper_std], width, color="0.88",
+              edgecolor="0.55", hatch="///", linewidth=0.6,
               label="across hyperparameters (complete trials)")
     right.bar(x + width / 2, [v or np.nan for v in seed_std], width,
               color=[colors[n] for n in names], label="across seeds (best setting)")
@@ -706,7 +709,8 @@ def plot_seed_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], pa
     right.set_title("spread: seeds vs hyperparameters", fontsize=9)
     from matplotlib.patches import Patch
 
-    right.legend(handles=[Patch(color="0.7", label="across hyperparameters (complete trials)"),
+    right.legend(handles=[Patch(facecolor="0.88", edgecolor="0.55", hatch="///",
+                                label="across hyperparameters (complete trials)"),
                           Patch(facecolor="white", edgecolor="0.2",
                                 label="across seeds (best setting; optimizer's color)")],
                  fontsize=8, frameon=False)

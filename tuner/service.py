@@ -9,9 +9,9 @@ free (every 0.5 s, or at once when the API stores a job) and runs it with
   every 0.5 s; the coordinator then ends every started trial and the job is ``cancelled``.
 - **Start**: the jobs table is migrated and jobs left ``running`` by a previous server
   process are requeued (one server per database); the coordinator resumes their studies.
-- **Stop** (SIGINT/SIGTERM): no new job is claimed; running jobs are parked at their next
-  cancel check, requeued, and Ray is shut down. A stopped server is like a killed one to
-  the next: it resumes the requeued jobs.
+- **Stop** (SIGINT/SIGTERM): no new job is claimed; running jobs are interrupted at their
+  next check (their running trials end as FAIL "interrupted" and are enqueued again), go back
+  to ``queued``, and Ray is shut down. The next server start resumes them.
 
 Example::
 
@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -100,12 +99,6 @@ def requeue_orphans(url: str, *, message: str) -> list[int]:
     return requeued
 
 
-def _run_job_takes_claimed() -> bool:
-    from tuner.jobs import run_job
-
-    return "claimed" in inspect.signature(run_job).parameters
-
-
 class Service:
     """Runs queued jobs in the background of ``tuner serve``.
 
@@ -124,10 +117,11 @@ class Service:
         self.poll_s = poll_s
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._never = threading.Event()  # parked job threads wait on it until the process ends
         self._lock = threading.Lock()
         self._threads: dict[int, threading.Thread] = {}
-        self._parked: set[int] = set()
+        self._starting: set[int] = set()  # jobs whose workers are not all placed yet
+        self._started_at = 0.0  # when the last job finished placing its workers
+        self._waiting_logged = False
         self._loop_thread: threading.Thread | None = None
         self._ray_started = False
         self._stopped = False
@@ -139,7 +133,6 @@ class Service:
     def start(self) -> None:
         """Migrate the jobs table, requeue jobs left running, start the loop thread."""
         from tuner import store
-
         from tuner.coordinator import open_storage
 
         self.settings.ensure_home()
@@ -180,7 +173,7 @@ class Service:
         while time.monotonic() < deadline:
             with self._lock:
                 alive = [i for i, t in self._threads.items() if t.is_alive()]
-                waiting = [i for i in alive if i not in self._parked]
+                waiting = alive
             if not waiting:
                 break
             time.sleep(0.1)
@@ -201,8 +194,7 @@ class Service:
     def describe(self) -> dict[str, Any]:
         """What ``/healthz`` shows: the slots, the jobs running here, Ray."""
         with self._lock:
-            running = sorted(i for i, t in self._threads.items()
-                             if t.is_alive() and i not in self._parked)
+            running = sorted(i for i, t in self._threads.items() if t.is_alive())
         return {
             "max_jobs": self.max_jobs,
             "running": running,
@@ -250,46 +242,80 @@ class Service:
                 del self._threads[job_id]
             return self.max_jobs - len(self._threads)
 
+    def _fits(self, spec: dict[str, Any]) -> bool:
+        """Admission: start a job only when Ray has room for all of its workers now.
+
+        The coordinator starts ``min(max_concurrent, what the cluster fits)`` workers and
+        waits until every one is placed; two jobs starting together on a small cluster could
+        each hold part of it and wait for ever. So one job starts at a time, and only when
+        the free CPUs and GPUs hold all its workers; until then it stays queued (and is
+        cancelled at once if asked). A job that can never fit is let through: the
+        coordinator fails it with a message saying why.
+        """
+        import ray
+
+        with self._lock:
+            if self._starting:
+                return False
+        if time.monotonic() - self._started_at < 1.0:
+            return False  # Ray's view of free resources lags behind placements
+        resources = spec.get("resources") or {}
+        cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
+            resources.get("gpus_per_trial", 0))
+        total, free = ray.cluster_resources(), ray.available_resources()
+        fits = int(total.get("CPU", 0.0) // cpu) if cpu > 0 else 1
+        if gpu > 0:
+            fits = min(fits, int(total.get("GPU", 0.0) // gpu))
+        if fits < 1:
+            return True
+        trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
+        workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
+        ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
+            gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
+        if not ok and not self._waiting_logged:
+            logger.info("next job waits for Ray resources: it needs %g CPU and %g GPU for "
+                        "%d workers; free: %g CPU, %g GPU", workers * cpu, workers * gpu,
+                        workers, free.get("CPU", 0.0), free.get("GPU", 0.0))
+            self._waiting_logged = True
+        return ok
+
     def _start_next(self) -> bool:
-        """Take the oldest queued job and start its thread; False when none is queued."""
+        """Take the oldest queued job and start its thread; False when none is queued or
+        it does not fit on Ray yet."""
         from sqlalchemy import select
 
         from tuner import store
 
         url = self.settings.database_url
-        claimed = _run_job_takes_claimed()
         with store.session_scope(url) as session:
-            if claimed:
-                job = store.claim_next_queued(session)
-                if job is None:
-                    return False
-                job_id, spec = job.id, dict(job.spec)
-            else:
-                # run_job moves the job to running itself (compare-and-set): pick the
-                # oldest queued job this server has not started yet.
-                with self._lock:
-                    started = list(self._threads)
-                stmt = (select(store.Job.id, store.Job.spec)
-                        .where(store.Job.state == store.JobState.QUEUED.value)
-                        .order_by(store.Job.id).limit(1))
-                if started:
-                    stmt = stmt.where(store.Job.id.not_in(started))
-                row = session.execute(stmt).first()
-                if row is None:
-                    return False
-                job_id, spec = row[0], dict(row[1])
-        thread = threading.Thread(target=self._run, args=(job_id, spec, claimed),
+            with self._lock:
+                started = list(self._threads)
+            oldest = (select(store.Job.spec)
+                      .where(store.Job.state == store.JobState.QUEUED.value)
+                      .order_by(store.Job.id).limit(1))
+            if started:
+                oldest = oldest.where(store.Job.id.not_in(started))
+            candidate = session.scalar(oldest)
+            if candidate is None or not self._fits(dict(candidate)):
+                return False
+            self._waiting_logged = False
+            job = store.claim_next_queued(session)
+            if job is None:
+                return False
+            job_id, spec = job.id, dict(job.spec)
+        thread = threading.Thread(target=self._run, args=(job_id, spec),
                                   name=f"tuner-job-{job_id}", daemon=True)
         with self._lock:
             self._threads[job_id] = thread
+            self._starting.add(job_id)
         logger.info("job %s: started (%s)", job_id, spec.get("name"))
         thread.start()
         return True
 
-    def _run(self, job_id: int, spec_doc: dict[str, Any], claimed: bool) -> None:
+    def _run(self, job_id: int, spec_doc: dict[str, Any]) -> None:
         from tuner import store
         from tuner.coordinator import JobCancelled
-        from tuner.errors import JobStateError
+        from tuner.errors import JobInterrupted, JobStateError
         from tuner.jobs import run_job
         from tuner.spec import parse_job
 
@@ -304,11 +330,18 @@ class Service:
                 store.set_state(session, job, store.JobState.FAILED, error=str(e))
             logger.error("job %s: failed: %s", job_id, e)
             return
-        kwargs: dict[str, Any] = {"should_cancel": self._cancel_check(job_id)}
-        if claimed:
-            kwargs["claimed"] = True
+        def on_progress(snapshot: Any) -> None:
+            if snapshot.phase != "starting" and job_id in self._starting:
+                with self._lock:
+                    self._starting.discard(job_id)
+                    self._started_at = time.monotonic()
+
         try:
-            run_job(self.settings, job_id, spec, **kwargs)
+            run_job(self.settings, job_id, spec, on_progress=on_progress, claimed=True,
+                    should_cancel=self._cancel_check(job_id),
+                    should_stop=self._stopping.is_set)
+        except JobInterrupted:
+            logger.info("job %s: interrupted by the server's stop; requeued", job_id)
         except JobCancelled:
             logger.info("job %s: cancelled after %.0f s", job_id, time.monotonic() - started)
         except JobStateError as e:
@@ -318,10 +351,16 @@ class Service:
                          time.monotonic() - started, type(e).__name__, e)
         else:
             logger.info("job %s: succeeded in %.0f s", job_id, time.monotonic() - started)
+        finally:
+            with self._lock:
+                if job_id in self._starting:
+                    self._starting.discard(job_id)
+                    self._started_at = time.monotonic()
+            self._wake.set()  # a slot (and Ray's resources) are free: look at the queue
 
     def _cancel_check(self, job_id: int) -> Callable[[], bool]:
         """``should_cancel`` of one job: the store's ``cancel_requested``, read at most every
-        ``poll_s``; while the server stops, it parks the job's thread for good instead."""
+        ``poll_s``."""
         from sqlalchemy import select
 
         from tuner import store
@@ -330,10 +369,6 @@ class Service:
         last = {"at": 0.0, "value": False}
 
         def should_cancel() -> bool:
-            if self._stopping.is_set():
-                with self._lock:
-                    self._parked.add(job_id)
-                self._never.wait()  # until the process ends; the job is requeued
             now = time.monotonic()
             if now - last["at"] >= self.poll_s:
                 last["at"] = now

@@ -62,7 +62,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_jobs: Annotated[int | None, typer.Option(
-        "--max-jobs", min=1, help="Jobs run at once [default: TUNER_MAX_JOBS or 2].")] = None,
+        "--max-jobs", min=1, help="Jobs run at once (default: TUNER_MAX_JOBS, else 2).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the REST API and the coordinator (the queue of jobs) in one process.
