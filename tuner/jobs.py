@@ -9,6 +9,7 @@ the job's MLflow run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from tuner.coordinator import Coordinator, JobCancelled, JobOutcome, JobProgress
 from tuner.errors import JobInterrupted
 from tuner.spec import JobSpec
 
-__all__ = ["create_local_job", "export_path", "run_job"]
+__all__ = ["create_local_job", "export_path", "report_dir", "run_job"]
+
+logger = logging.getLogger(__name__)
 
 
 def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") -> int:
@@ -60,7 +63,6 @@ def run_job(
         should_stop: ``True`` interrupts it: back to ``queued``, to resume later.
     """
     from tuner import store
-    from tuner.export import render_export
 
     url = settings.database_url
     with store.session_scope(url) as session:
@@ -107,13 +109,42 @@ def run_job(
              progress=last_progress())
         raise
 
+    try:
+        _record(settings, job_id, spec, outcome, coordinator.tracker)
+    except BaseException as e:
+        _end(url, job_id, store.JobState.FAILED,
+             error=f"recording the results failed: {type(e).__name__}: {e}")
+        raise
+    return outcome
+
+
+def _record(settings: Settings, job_id: int, spec: JobSpec, outcome: JobOutcome,
+            tracker: Any) -> None:
+    """Store a finished job's results: export file, report, MLflow artifacts, the table."""
+    from tuner import store
+    from tuner.export import render_export
+    from tuner.report import library_versions
+
     # The export file a user can hand to torch.optim, next to the job's MLflow run.
     path = export_path(settings, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     export_text = render_export(outcome.export, "yaml")
     path.write_text(export_text)
-    board = [{k: v for k, v in row.items()} for row in outcome.leaderboard]
-    tracker = coordinator.tracker
+    board = jsonable(outcome.leaderboard)
+    result: dict[str, Any] = {
+        "versions": library_versions(),  # protocol point 8: what makes it re-runnable
+        "export": jsonable(outcome.export),
+        "leaderboard": board,
+        "seconds": outcome.seconds,
+        "optimizers": jsonable(
+            {name: r.to_dict(spec.metric) for name, r in outcome.results.items()}
+        ),
+        "export_path": str(path.resolve()),
+    }
+    report_files = _write_report(settings, job_id, spec, result)
+    if report_files:
+        result["report_path"] = str(report_files[-1].resolve())
+
     summary: dict[str, float] = {}
     for row in board:
         value = row["mean"] if row["mean"] is not None else row["best"]
@@ -124,31 +155,36 @@ def run_job(
     if leader is not None and (leader["mean"] is not None or leader["best"] is not None):
         value = leader["mean"] if leader["mean"] is not None else leader["best"]
         headline = f"{leader['optimizer']} {value:.4g}"
+    tracker.log_files(report_files, artifact_path="report")
     tracker.finish_job(
         status="FINISHED",
         headline=headline,
         metrics=summary,
-        artifacts={
-            "export.yaml": export_text,
-            "leaderboard.json": json.dumps(jsonable(board), indent=2),
-        },
+        artifacts={"export.yaml": export_text, "leaderboard.json": json.dumps(board, indent=2)},
     )
-    result: dict[str, Any] = {
-        "export": jsonable(outcome.export),
-        "leaderboard": jsonable(board),
-        "seconds": outcome.seconds,
-        "optimizers": jsonable(
-            {name: r.to_dict(spec.metric) for name, r in outcome.results.items()}
-        ),
-        "export_path": str(path.resolve()),
-    }
-    with store.session_scope(url) as session:
+    with store.session_scope(settings.database_url) as session:
         store.set_result(session, job_id, result)
         store.set_mlflow(session, job_id, experiment_id=outcome.experiment_id,
                          run_id=outcome.job_run_id)
         store.update_progress(session, job_id, outcome.progress.to_dict())
         store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
-    return outcome
+
+
+def report_dir(settings: Settings, job_id: int) -> Path:
+    return settings.home / "reports" / f"job-{job_id}"
+
+
+def _write_report(settings: Settings, job_id: int, spec: JobSpec,
+                  result: dict[str, Any]) -> list[Path]:
+    """The job's report (plots and report.html); a plotting error never fails the job."""
+    from tuner.report import write_report
+
+    try:
+        return write_report(job_id, spec.model_dump(mode="json"), result,
+                            report_dir(settings, job_id), storage_url=settings.database_url)
+    except Exception as e:  # noqa: BLE001 - the results are stored either way
+        logger.warning("job %s: could not write its report: %s", job_id, e)
+        return []
 
 
 def _end(url: str, job_id: int, state: Any, *, error: str | None = None,

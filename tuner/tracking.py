@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 __all__ = ["JobTracker", "experiment_link", "run_name"]
@@ -241,6 +242,11 @@ class JobTracker:
             if run.info.status == "RUNNING":
                 self.client.set_terminated(run_id, status=status)
         self.client.set_terminated(self.job_run_id, status=status)
+
+    def log_files(self, paths: Iterable[Path], *, artifact_path: str) -> None:
+        """Log files (e.g. the report's PNGs) as artifacts of the job run."""
+        for path in paths:
+            self.client.log_artifact(self.job_run_id, str(path), artifact_path=artifact_path)
 
     def flush(self) -> None:
         """Wait until every queued MLflow call has been made."""

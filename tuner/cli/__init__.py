@@ -12,6 +12,7 @@ from functools import wraps
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from tuner.cli._display import err_console
 from tuner.errors import TunerError
@@ -41,7 +42,9 @@ def friendly(fn: F) -> F:
         except TunerError as e:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # The message quotes what the user wrote: its brackets are text, not markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -104,7 +105,7 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: s
         elif row.get("tied_with_leader"):
             verdict = f"[cyan]tied[/] p={p:.2f}"
         else:
-            verdict = f"worse p={p:.3f}"
+            verdict = f"worse p={p:.2g}"
         cells = [
             str(row["rank"]), row["optimizer"], score, fmt(row.get("ci95"), 2), verdict,
             f"{fmt(row['best'])} (#{row['trial']})" if row.get("best") is not None else "–",
@@ -133,7 +134,7 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:
             took = f"{seconds:.0f}s"
         state = job["state"]
         table.add_row(
-            str(job["id"]), job["name"], job["task"],
+            str(job["id"]), escape(job["name"]), escape(job["task"]),
             f"[{colors.get(state, 'white')}]{state}[/]",
             ", ".join(job.get("optimizers") or []),
             (job.get("created_at") or "")[:19].replace("T", " "), took,

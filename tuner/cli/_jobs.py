@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from tuner.cli import app, friendly
 from tuner.cli._display import JobBars, console, fmt, jobs_table, leaderboard_table
@@ -217,7 +218,7 @@ def status(
     if view.get("cancel_requested") and view["state"] in ("queued", "running"):
         console.print("[magenta]cancel requested[/]")
     if view.get("error"):
-        console.print(f"[red]error:[/] {view['error']}")
+        console.print(f"[red]error:[/] {escape(str(view['error']))}")
     progress = (view.get("progress") or {}).get("optimizers", {})
     for name, p in progress.items():
         console.print(
