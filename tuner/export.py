@@ -173,8 +173,11 @@ def load_optimizer(
     if isinstance(source, str | Path):
         path = Path(source)
         try:
-            document = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
+            text = path.read_text()
+            # JSON first: YAML 1.1 reads JSON's 1e-08 as a string.
+            document = (json.loads(text) if text.lstrip().startswith("{")
+                        else yaml.safe_load(text))
+        except (OSError, ValueError, yaml.YAMLError) as e:
             raise TunerError(f"{path}: cannot read the export: {e}") from e
     else:
         document = dict(source)

@@ -29,9 +29,12 @@ logger = logging.getLogger(__name__)
 def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") -> int:
     """Record a job in the jobs table (queued) and return its id."""
     from tuner import store
+    from tuner.coordinator import open_storage
 
     settings.ensure_home()
     store.upgrade(settings.database_url)
+    # Optuna's tables too, now: whoever opens the studies first must not race their creation.
+    open_storage(settings.database_url)
     with store.session_scope(settings.database_url) as session:
         job = store.create_job(
             session, name=spec.name, task=spec.task, spec=spec.model_dump(mode="json"),

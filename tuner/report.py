@@ -129,8 +129,13 @@ def leaderboard(
         rows.append(row)
 
     def key(row: dict[str, Any]) -> tuple[int, float]:
-        score = row["mean"] if row["mean"] is not None else row["best"]
-        return (0, sign * score) if score is not None else (1, 0.0)
+        # Final means first; an optimizer whose final runs all failed never leads on its one
+        # lucky trial; one without any completed trial comes last.
+        if row["mean"] is not None:
+            return (0, sign * row["mean"])
+        if row["best"] is not None:
+            return (1, sign * row["best"])
+        return (2, 0.0)
 
     rows.sort(key=key)
     leader = rows[0] if rows else None

@@ -60,18 +60,20 @@ class JobSpec(BaseModel):
     name: str = Field(default="job", min_length=1, max_length=200)
     task: str = Field(min_length=1, max_length=300)
     optimizers: list[str] = Field(min_length=1, max_length=64)
-    trials: int = Field(default=20, ge=1, le=100_000)
-    epochs: int = Field(default=20, ge=1, le=100_000)
+    # strict: `trials: true` is not one trial
+    trials: int = Field(default=20, ge=1, le=100_000, strict=True)
+    epochs: int = Field(default=20, ge=1, le=100_000, strict=True)
     metric: str = Field(default="val_loss", min_length=1, max_length=100)
     mode: Literal["min", "max"] = "min"
     sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    final_seeds: int = Field(default=3, ge=0, le=1000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
+    final_seeds: int = Field(default=3, ge=0, le=1000, strict=True)
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: int = Field(default=2, ge=1, le=10_000)
-    timeout_s: float | None = Field(default=None, gt=0)
+    max_concurrent: int = Field(default=2, ge=1, le=10_000, strict=True)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     target: float | None = Field(
+        allow_inf_nan=False,
         default=None, description="A value of `metric` whose first epoch is reported."
     )
     space_overrides: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
@@ -115,8 +117,18 @@ class JobSpec(BaseModel):
 
     @field_validator("metric")
     @classmethod
-    def _reported_metric(cls, metric: str) -> str:
-        if metric not in ("val_loss", "train_loss") and not metric.startswith("val_"):
+    def _reported_metric(cls, metric: str, info: ValidationInfo) -> str:
+        from tuner.task import BUILTIN_TASKS
+
+        task = info.data.get("task")
+        if task in BUILTIN_TASKS:  # a built-in task says what it reports
+            reported = ["val_loss", "train_loss", *(f"val_{m}" for m in BUILTIN_TASKS[task][3])]
+            if metric not in reported:
+                raise _Problems([
+                    f"metric: task {task!r} does not report {metric!r}; allowed: "
+                    f"{', '.join(reported)}"
+                ])
+        elif metric not in ("val_loss", "train_loss") and not metric.startswith("val_"):
             raise _Problems([
                 f"metric: {metric!r} is not reported; allowed: val_loss, train_loss "
                 "or val_<metric> of the task (see tuner tasks)"
@@ -128,7 +140,9 @@ class JobSpec(BaseModel):
     def _valid_overrides(cls, overrides: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         import search_spaces
 
-        optimizers = info.data.get("optimizers")  # absent when that field failed
+        # The job's list as written: even when one of its names is bad, an override of an
+        # optimizer the job does not have is a problem of its own.
+        optimizers = info.data.get("optimizers") or (info.context or {}).get("optimizers")
         problems: list[str] = []
         for name, override in overrides.items():
             if optimizers is not None and name not in optimizers:
@@ -154,7 +168,9 @@ class JobSpec(BaseModel):
 def _format_errors(error: ValidationError) -> list[str]:
     problems: list[str] = []
     for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"])
+        loc = ""
+        for part in item["loc"]:  # optimizers[1], space_overrides.adam.lr: as a user reads it
+            loc += f"[{part}]" if isinstance(part, int) else f".{part}" if loc else str(part)
         cause = (item.get("ctx") or {}).get("error")
         if isinstance(cause, _Problems):
             problems.extend(cause.problems)  # complete messages that name their field
@@ -180,6 +196,9 @@ def parse_job(document: Any, *, source: str = "job") -> JobSpec:
     Raises:
         SpecError: listing every bad field at once.
     """
+    if document is None:
+        raise SpecError(["the job is empty; it needs at least task and optimizers"],
+                        source=source)
     if not isinstance(document, dict):
         raise SpecError(
             [
@@ -189,7 +208,9 @@ def parse_job(document: Any, *, source: str = "job") -> JobSpec:
             source=source,
         )
     try:
-        return JobSpec.model_validate(document)
+        raw = document.get("optimizers")
+        context = {"optimizers": [str(o) for o in raw]} if isinstance(raw, list) else None
+        return JobSpec.model_validate(document, context=context)
     except ValidationError as e:
         raise SpecError(_format_errors(e), source=source) from None
 

@@ -91,8 +91,8 @@ def test_cross_field_problems_come_together(client: TestClient) -> None:
     bad = {**JOB, "optimizers": ["nosuchopt"], "metric": "accuracy"}
     got = messages(client.post("/v1/jobs", json=bad, headers=AUTH))
     assert got[0].startswith("optimizers[0]: unknown optimizer 'nosuchopt'; available: ")
-    assert got[1] == ("metric: 'accuracy' is not reported; allowed: val_loss, train_loss or "
-                      "val_<metric> of the task (see tuner tasks)")
+    assert got[1] == ("metric: task 'digits-logreg' does not report 'accuracy'; allowed: "
+                      "val_loss, train_loss, val_accuracy")
     response = client.post("/v1/jobs", json=bad, headers=AUTH)
     assert response.json()["detail"][0]["loc"] == ["body", "optimizers", 0]
 

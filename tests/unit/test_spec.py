@@ -165,8 +165,8 @@ def test_the_rest_body_and_the_file_give_the_same_spec(tmp_path: Path) -> None:
         (
             {"metric": "accuracy"},
             [
-                "metric: 'accuracy' is not reported; allowed: val_loss, train_loss or "
-                "val_<metric> of the task (see tuner tasks)"
+                "metric: task 'digits-mlp' does not report 'accuracy'; allowed: val_loss, "
+                "train_loss, val_accuracy"
             ],
         ),
         (
