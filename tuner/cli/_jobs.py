@@ -64,10 +64,13 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     ))
     best = outcome.export.get("best")
     console.print(f"best optimizer: [bold green]{best}[/]  ({outcome.seconds:.0f} s)")
-    from tuner.jobs import export_path
+    from tuner.jobs import export_path, report_dir
 
     console.print(f"export:  {export_path(settings, job_id).resolve()}  "
                   f"(tuner.load_optimizer(path, model.parameters()))")
+    report = report_dir(settings, job_id) / "report.html"
+    if report.exists():
+        console.print(f"report:  {report.resolve()}  (tuner report {job_id})")
     console.print(f"MLflow:  tuner ui {job_id}   → "
                   f"{experiment_link('http://127.0.0.1:5000', outcome.experiment_id)}")
 
