@@ -61,14 +61,6 @@ def main() -> None:
     app(prog_name="tuner")
 
 
-from tuner.cli import _catalog, _jobs  # noqa: E402,F401 - registers the commands
-
-try:  # commands of modules being written alongside (report, service) register themselves
-    from tuner.cli import _report  # noqa: E402,F401
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from tuner.cli import _service  # noqa: E402,F401
-except ImportError:  # pragma: no cover
-    pass
+# Importing the command modules registers their commands on `app`.
+from tuner.cli import _catalog, _jobs, _report, _service  # noqa: E402,F401
 

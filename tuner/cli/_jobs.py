@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from tuner.cli import app, friendly
 from tuner.cli._display import JobBars, console, fmt, jobs_table, leaderboard_table
+from tuner.cli._service import ServerOption
 from tuner.config import Settings, get_settings
 from tuner.errors import TunerError
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file
@@ -150,9 +151,7 @@ def _store(settings: Settings) -> Any:
 def jobs(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
-    server: Annotated[str | None, typer.Option(
-        "--server", envvar="TUNER_URL", show_envvar=True,
-        help="The tuner server (default: the local store).")] = None,
+    server: ServerOption = None,
 ) -> None:
     """List the jobs of this store, or of the server at TUNER_URL / --server."""
     if server:
@@ -198,9 +197,7 @@ def status(
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
     watch: Annotated[bool, typer.Option(
         "--watch", help="Follow the job with progress bars until it ends.")] = False,
-    server: Annotated[str | None, typer.Option(
-        "--server", envvar="TUNER_URL", show_envvar=True,
-        help="The tuner server (default: the local store).")] = None,
+    server: ServerOption = None,
 ) -> None:
     """Show a job: its state, per-optimizer progress, and its leaderboard once done."""
     from tuner.cli._service import client_for, follow_job, local_job_view
@@ -243,9 +240,7 @@ def export(
                                         help="yaml, json or python.")] = "yaml",
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Write to this file.")] = None,
-    server: Annotated[str | None, typer.Option(
-        "--server", envvar="TUNER_URL", show_envvar=True,
-        help="The tuner server (default: the local store).")] = None,
+    server: ServerOption = None,
 ) -> None:
     """The best configuration of each optimizer, ready for torch.optim."""
     from tuner.export import FORMATS, render_export
