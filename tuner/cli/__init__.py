@@ -17,7 +17,7 @@ from rich.markup import escape
 from tuner.cli._display import err_console
 from tuner.errors import TunerError
 
-__all__ = ["app", "main"]
+__all__ = ["ServerOption", "app", "main"]
 
 app = typer.Typer(
     name="tuner",
@@ -28,6 +28,14 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+
+#: ``--server`` of the client commands; without it they work on the local store.
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", envvar="TUNER_URL", show_envvar=True,
+                 help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
+]
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,5 +70,8 @@ def main() -> None:
 
 
 # Importing the command modules registers their commands on `app`.
-from tuner.cli import _catalog, _jobs, _report, _service  # noqa: E402,F401
+# In the order of the help's panels: tune, results, service, catalog.
+from tuner.cli import _jobs  # noqa: E402,F401,I001
+from tuner.cli import _report, _service  # noqa: E402,F401,I001
+from tuner.cli import _catalog  # noqa: E402,F401,I001
 

@@ -11,7 +11,7 @@ from tuner.cli import app, friendly
 from tuner.cli._display import console
 
 
-@app.command()
+@app.command(rich_help_panel="What can be tuned")
 @friendly
 def spaces(
     name: Annotated[str | None, typer.Argument(help="Show one search space in full.")] = None,
@@ -37,7 +37,7 @@ def spaces(
                       "{adam: {lr: {low: 1.0e-4, high: 1.0e-2}}}[/]")
 
 
-@app.command()
+@app.command(rich_help_panel="What can be tuned")
 @friendly
 def tasks() -> None:
     """List the tasks a job can train: built-in and installed (entry points ``tuner.tasks``)."""

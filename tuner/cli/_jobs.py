@@ -11,9 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from tuner.cli import app, friendly
+from tuner.cli import ServerOption, app, friendly
 from tuner.cli._display import JobBars, console, fmt, jobs_table, leaderboard_table
-from tuner.cli._service import ServerOption
 from tuner.config import Settings, get_settings
 from tuner.errors import TunerError
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file
@@ -76,7 +75,7 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
                   f"{experiment_link('http://127.0.0.1:5000', outcome.experiment_id)}")
 
 
-@app.command()
+@app.command(rich_help_panel="Tune")
 @friendly
 def run(
     job_file: Annotated[Path, typer.Argument(help="The job file (YAML).")],
@@ -86,14 +85,17 @@ def run(
     _execute(spec, get_settings())
 
 
-@app.command()
+@app.command(rich_help_panel="Tune")
 @friendly
 def demo(
     trials: Annotated[int, typer.Option(help="Trials per optimizer.")] = DEMO_JOB["trials"],
     epochs: Annotated[int, typer.Option(help="Epochs per trial.")] = DEMO_JOB["epochs"],
 ) -> None:
-    """Compare the seven classic optimizers (GD, SGD, mini-batch, Momentum, Nesterov,
-    RMSprop, Adam) on the digits: tuning, final re-runs, leaderboard, export, MLflow."""
+    """The seven classic optimizers compared on the digits, in about a minute.
+
+    GD, SGD, mini-batch, Momentum, Nesterov, RMSprop and Adam: tuning, final re-runs,
+    leaderboard, export, report and MLflow, on the embedded store.
+    """
     from tuner.spec import parse_job
 
     spec = parse_job({**DEMO_JOB, "trials": trials, "epochs": epochs}, source="demo")
@@ -104,15 +106,18 @@ def demo(
 STALE_AFTER_S = 30.0
 
 
-@app.command()
+@app.command(rich_help_panel="Tune")
 @friendly
 def resume(
     job_id: Annotated[int, typer.Argument(help="The job whose process died.")],
     force: Annotated[bool, typer.Option(help="Do not wait for its heartbeat to go stale.")]
     = False,
 ) -> None:
-    """Resume a job whose process died (killed, crashed, power lost): its finished trials
-    count, its running trials are recorded as failed and run again, the budget is kept."""
+    """Resume a job whose process died (killed, crashed, power lost).
+
+    Its finished trials count; its running trials are recorded as failed and run again; each
+    optimizer ends with exactly its budget.
+    """
     from datetime import UTC, datetime
 
     from tuner.errors import JobStateError
@@ -146,7 +151,7 @@ def _store(settings: Settings) -> Any:
     return store
 
 
-@app.command()
+@app.command(rich_help_panel="Jobs and results")
 @friendly
 def jobs(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
@@ -191,7 +196,7 @@ def _load_job(settings: Settings, job_id: int | None) -> Any:
         return job
 
 
-@app.command()
+@app.command(rich_help_panel="Jobs and results")
 @friendly
 def status(
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
@@ -232,7 +237,7 @@ def status(
                                         mode=spec["mode"], title="leaderboard"))
 
 
-@app.command()
+@app.command(rich_help_panel="Jobs and results")
 @friendly
 def export(
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
@@ -267,7 +272,7 @@ def export(
     console.print(f"wrote {output}")
 
 
-@app.command()
+@app.command(rich_help_panel="Jobs and results")
 @friendly
 def ui(
     job_id: Annotated[

@@ -35,7 +35,7 @@ def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Tab
     return table
 
 
-@app.command()
+@app.command(rich_help_panel="Jobs and results")
 @friendly
 def report(
     job_id: Annotated[int, typer.Argument(help="The job's id (see tuner jobs).")],
@@ -43,8 +43,11 @@ def report(
         "--output", "-o", help="Directory for report.html and its PNGs [default: ./report-ID].",
     )] = None,
 ) -> None:
-    """Leaderboard, statistics and plots of a succeeded job: prints the leaderboard and
-    writes DIR/report.html with the PNGs beside it."""
+    """Leaderboard, statistics and plots of a succeeded job.
+
+    Prints the leaderboard and the tunability facts, and writes DIR/report.html with the PNGs
+    beside it.
+    """
     from tuner import store
     from tuner.report import report_facts, write_report
 

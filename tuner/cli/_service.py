@@ -18,21 +18,16 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.cli import app, friendly
+from tuner.cli import ServerOption, app, friendly
 from tuner.cli._display import JobBars, console, err_console, leaderboard_table
 from tuner.config import get_settings
 from tuner.errors import SpecError, TunerError
 
-__all__ = ["ServerOption", "client_for", "follow_job", "job_progress", "local_job_view"]
+__all__ = ["client_for", "follow_job", "job_progress", "local_job_view"]
 
-ServerOption = Annotated[
-    str | None,
-    typer.Option("--server", envvar="TUNER_URL", show_envvar=True,
-                 help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
-]
 
 db_app = typer.Typer(help="The jobs database: migrations.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
+app.add_typer(db_app, name="db", rich_help_panel="Service")
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -56,7 +51,7 @@ def _is_loopback(host: str) -> bool:
 # -- serve ----------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(rich_help_panel="Service")
 @friendly
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -125,7 +120,7 @@ def _exit_on_sigterm(signum: int, _frame: Any) -> None:
 # -- submit ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(rich_help_panel="Service")
 @friendly
 def submit(
     job_file: Annotated[Path, typer.Argument(help="The job file (YAML).")],
@@ -162,14 +157,17 @@ def submit(
 # -- cancel ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(rich_help_panel="Service")
 @friendly
 def cancel(
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
     server: ServerOption = None,
 ) -> None:
-    """Cancel a job: a queued one at once; a running one stops within seconds (its started
-    trials end in Optuna and MLflow, then it is cancelled). A finished job is an error."""
+    """Cancel a job: a queued one at once, a running one within seconds.
+
+    A running job's started trials end in Optuna and MLflow, then it is cancelled. A finished
+    job is an error.
+    """
     if server:
         with client_for(server) as client:
             job = client.cancel(job_id)
