@@ -484,6 +484,7 @@ class Coordinator:
 
     def _start_workers(self) -> None:
         import ray
+        from ray.exceptions import RayActorError, RayTaskError
 
         spec = self.spec
         resources = ray.cluster_resources()
@@ -506,7 +507,14 @@ class Coordinator:
         self._workers = [self._new_worker() for _ in range(count)]
         self._idle = list(self._workers)
         # Building the task once per worker also loads and caches its data set there.
-        infos = ray.get([worker.describe.remote() for worker in self._workers])
+        try:
+            infos = ray.get([worker.describe.remote() for worker in self._workers])
+        except (RayActorError, RayTaskError) as e:
+            cause = getattr(e, "cause", None) or e
+            raise TaskError(
+                f"task {spec.task!r}: the workers cannot build it: {type(cause).__name__}: "
+                f"{cause}"
+            ) from e
         self._info = {id(w): info for w, info in zip(self._workers, infos, strict=True)}
 
     def _new_worker(self) -> Any:

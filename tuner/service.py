@@ -188,7 +188,10 @@ class Service:
         if self._ray_started:
             import ray
 
-            ray.shutdown()
+            # Wait for the local Ray's processes to end: when the server exits right after
+            # a plain shutdown, the raylet's DashboardAgent and RuntimeEnvAgent outlive it
+            # (Ray 2.60), orphaned for good. Joined to a cluster, this only disconnects.
+            ray.shutdown(wait_for_processes=True)
             self._ray_started = False
 
     def describe(self) -> dict[str, Any]:

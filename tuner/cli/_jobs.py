@@ -82,7 +82,21 @@ def run(
 ) -> None:
     """Run a tuning job in this process on a local Ray (or RAY_ADDRESS's cluster)."""
     spec = load_job_file(job_file)
+    _check_task_imports(spec, source=str(job_file))
     _execute(spec, get_settings())
+
+
+def _check_task_imports(spec: JobSpec, *, source: str) -> None:
+    """A local run imports a ``package.module:factory`` task here first: a typo is refused
+    before anything is stored, not found later by a worker."""
+    from tuner.errors import SpecError, TaskError
+    from tuner.task import is_module_path, resolve_task
+
+    if is_module_path(spec.task):
+        try:
+            resolve_task(spec.task)
+        except TaskError as e:
+            raise SpecError([f"task: {e}"], source=source) from None
 
 
 @app.command(rich_help_panel="Tune")
