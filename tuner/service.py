@@ -123,6 +123,8 @@ class Service:
         self._started_at = 0.0  # when the last job finished placing its workers
         self._waiting_logged = False
         self._loop_thread: threading.Thread | None = None
+        self._loop_done = threading.Event()  # the loop claims no more jobs
+        self._ray_released = threading.Event()  # stop() has shut Ray down
         self._ray_started = False
         self._stopped = False
         self.ray_error: str | None = None
@@ -168,7 +170,7 @@ class Service:
         self._stopping.set()
         self._wake.set()
         if self._loop_thread is not None:
-            self._loop_thread.join(timeout=timeout)
+            self._loop_done.wait(timeout=timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -185,14 +187,19 @@ class Service:
             ids = requeue_orphans(self.settings.database_url,
                                   message="requeued: the server stopped")
             logger.info("requeued running jobs %s for the next server start", ids)
-        if self._ray_started:
-            import ray
+        try:
+            if self._ray_started:
+                import ray
 
-            # Wait for the local Ray's processes to end: when the server exits right after
-            # a plain shutdown, the raylet's DashboardAgent and RuntimeEnvAgent outlive it
-            # (Ray 2.60), orphaned for good. Joined to a cluster, this only disconnects.
-            ray.shutdown(wait_for_processes=True)
-            self._ray_started = False
+                # Wait for the local Ray's processes to end: if the server exits right after
+                # a plain shutdown, the raylet's DashboardAgent and RuntimeEnvAgent can outlive
+                # it (Ray 2.60). Joined to a cluster, this only disconnects.
+                ray.shutdown(wait_for_processes=True)
+                self._ray_started = False
+        finally:
+            self._ray_released.set()
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
 
     def describe(self) -> dict[str, Any]:
         """What ``/healthz`` shows: the slots, the jobs running here, Ray."""
@@ -209,17 +216,25 @@ class Service:
     # -- the loop --------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        if not self._start_ray():
-            return
-        while not self._stopping.is_set():
-            try:
-                while self._free_slots() > 0 and not self._stopping.is_set():
-                    if not self._start_next():
-                        break
-            except TunerError as e:  # the database is away: try again later
-                logger.warning("coordinator loop: %s", e)
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+        try:
+            if not self._start_ray():
+                return
+            while not self._stopping.is_set():
+                try:
+                    while self._free_slots() > 0 and not self._stopping.is_set():
+                        if not self._start_next():
+                            break
+                except TunerError as e:  # the database is away: try again later
+                    logger.warning("coordinator loop: %s", e)
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        finally:
+            self._loop_done.set()
+            # The local Ray's daemons die with the *thread* that started them (Ray sets
+            # PR_SET_PDEATHSIG, which Linux fires when the parent thread exits): this thread
+            # lives until stop() has ended the running jobs and shut Ray down.
+            if self._ray_started:
+                self._ray_released.wait()
 
     def _start_ray(self) -> bool:
         from tuner.coordinator import ensure_ray
