@@ -455,7 +455,12 @@ class Coordinator:
                     progress.diverged += 1
                 else:
                     progress.failed += 1
-                hyper = space.hyperparameters(frozen.params, train_size=self._train_size)
+                if set(frozen.params) == set(space.distributions()):
+                    hyper = space.hyperparameters(frozen.params, train_size=self._train_size)
+                else:
+                    # Killed inside `ask`, between two parameters: what was written is all
+                    # there is (its re-run samples the rest).
+                    hyper = dict(frozen.params)
                 curve = [frozen.intermediate_values[k] for k in sorted(frozen.intermediate_values)]
                 self.results[name].trials.append(TrialRecord(
                     number=frozen.number, state=state, value=value, hyperparameters=hyper,

@@ -186,7 +186,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield Cluster(address=address, env=env, temp_dir=temp_dir, node_ids=node_ids)
     finally:
         procs = processes_with(marker)
-        left = stop_processes(procs)
+        left = stop_processes(procs, grace=5)
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert procs, "no process of the test cluster was found to stop"
         assert not left, f"processes of the test cluster survived SIGKILL: {left}"

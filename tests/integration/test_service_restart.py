@@ -316,10 +316,6 @@ def test_sigkill_the_server_mid_job_and_start_it_again(
     assert server.reap() == [], "the server's Ray outlived its graceful stop"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tuner/coordinator.py Coordinator._recover calls space.hyperparameters(frozen.params) on "
-    "a RUNNING trial whose parameters were only partly written when the server died inside "
-    "study.ask: SearchSpaceError, and the resumed job fails"))
 def test_sigkill_while_a_trial_is_being_asked(
     restart_env: Callable[[str | None], dict[str, str]], servers: list[Server],
     tmp_path: Path,
