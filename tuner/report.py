@@ -111,6 +111,7 @@ def leaderboard(
             "ci95": stats["ci95"],
             "seeds": stats["n"],
             "finals_diverged": sum(1 for f in result.finals if f.state == "DIVERGED"),
+            "finals_failed": sum(1 for f in result.finals if f.value is None),
             "trial": result.best_trial,
             "lr": hyper.get("lr"),
             "batch_size": hyper.get("batch_size"),
@@ -129,13 +130,15 @@ def leaderboard(
         rows.append(row)
 
     def key(row: dict[str, Any]) -> tuple[int, float]:
-        # Final means first; an optimizer whose final runs all failed never leads on its one
-        # lucky trial; one without any completed trial comes last.
+        # Final means first. A diverged final run is a failure, never dropped (protocol
+        # point 2): an optimizer with one ranks after those whose final runs all completed.
+        # One whose final runs all failed never leads on its one lucky trial; one without
+        # any completed trial comes last.
         if row["mean"] is not None:
-            return (0, sign * row["mean"])
+            return (1 if row["finals_failed"] else 0, sign * row["mean"])
         if row["best"] is not None:
-            return (1, sign * row["best"])
-        return (2, 0.0)
+            return (2, sign * row["best"])
+        return (3, 0.0)
 
     rows.sort(key=key)
     leader = rows[0] if rows else None
@@ -627,7 +630,8 @@ def protocol_text(spec: Mapping[str, Any]) -> str:
         f"{seeds} (DeepOBS's 42, 43, … shifted by the job's seed); these final re-runs are not "
         f"trials of the study. Optimizers are ranked by the mean of their final re-runs; each "
         f"is compared with the leader by Welch's two-sided t-test (unequal variances) at "
-        f"α = {ALPHA}: p ≥ {ALPHA} means the two cannot be told apart (tied). The 95% "
+        f"α = {ALPHA}: p ≥ {ALPHA} means the two cannot be told apart (tied); an optimizer "
+        f"with a diverged final re-run ranks after those whose re-runs all completed. The 95% "
         f"confidence interval is Student's t on the final runs. Diverged trials (NaN or inf "
         f"loss) are counted as failures with the job's worst score, never dropped; pruned "
         f"trials count the same way in the tunability curves.{target}"

@@ -213,6 +213,16 @@ def test_an_optimizer_whose_final_runs_all_diverged_does_not_lead() -> None:
     assert [row["optimizer"] for row in board] == ["sgd", "adam"]
 
 
+def test_a_diverged_final_run_ranks_after_re_runs_that_all_completed() -> None:
+    # adam's one surviving re-run is the best mean, but two of its three re-runs diverged:
+    # a failure counts (REFERENCE.md, protocol point 2), it is not dropped.
+    board = make("min", {"sgd": (0.29, [0.30, 0.31, 0.30]), "adam": (0.2, [0.1, None, None])})
+
+    assert [row["optimizer"] for row in board] == ["sgd", "adam"]
+    assert [row["finals_failed"] for row in board] == [0, 2]
+    assert board[1]["mean"] == 0.1 and board[1]["seeds"] == 1
+
+
 def test_target_epoch_is_the_median_over_the_final_runs() -> None:
     board = make(
         "max",

@@ -82,7 +82,7 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: s
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("optimizer")
-    table.add_column(f"final {metric} {arrow}\nmean ± std (n)", justify="right")
+    table.add_column(f"final {metric} {arrow}\nmean ± std (runs)", justify="right")
     table.add_column("95% CI\n±", justify="right")
     table.add_column("vs #1\nWelch t", justify="left")
     table.add_column("best trial", justify="right")
@@ -94,7 +94,9 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: s
         table.add_column("epoch at\ntarget", justify="right")
     for row in rows:
         if row.get("mean") is not None:
-            score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)} ({row['seeds']})"
+            failed = row.get("finals_failed") or 0
+            runs = f"{row['seeds']}" if not failed else f"{row['seeds']}/{row['seeds'] + failed}"
+            score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)} ({runs})"
         else:
             score = "–"
         p = row.get("p_vs_leader")
