@@ -231,7 +231,9 @@ def make_sampler(spec: JobSpec) -> optuna.samplers.BaseSampler:
         case "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         case "gp":
-            return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=5, warn_independent_sampling=False
+            )
         case "qmc":
             # AlgoPerf's baselines use quasi-random (Sobol) search.
             return optuna.samplers.QMCSampler(
@@ -333,6 +335,9 @@ class Coordinator:
             study.set_user_attr("tuner.job", job_id)
             study.set_user_attr("tuner.optimizer", name)
             study.set_user_attr("tuner.task", spec.task)
+            # Optuna does not store a study's sampler and pruner: say which they were.
+            study.set_user_attr("tuner.sampler", type(study.sampler).__name__)
+            study.set_user_attr("tuner.pruner", type(study.pruner).__name__)
             studies[name] = study
 
         self._progress = JobProgress(job_id=job_id, metric=spec.metric, mode=spec.mode)

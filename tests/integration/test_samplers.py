@@ -1,0 +1,80 @@
+"""Every sampler and pruner a job file may name, and ``timeout_s``, on real Ray and Optuna."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tuner.config import get_settings
+from tuner.coordinator import make_pruner, make_sampler
+from tuner.jobs import create_local_job, run_job
+from tuner.spec import PRUNERS, SAMPLERS, parse_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
+
+BASE = {"task": "digits-logreg", "optimizers": ["adam"], "epochs": 2, "final_seeds": 0,
+        "max_concurrent": 2}
+
+
+def _study(job_id: int, optimizer: str = "adam") -> optuna.Study:
+    return optuna.load_study(study_name=f"job-{job_id}-{optimizer}",
+                             storage=get_settings().database_url)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs_the_whole_budget(sampler: str) -> None:
+    spec = parse_job({**BASE, "name": f"s-{sampler}", "sampler": sampler, "trials": 7})
+    settings = get_settings()
+    job_id = create_local_job(settings, spec)
+
+    outcome = run_job(settings, job_id, spec)
+
+    study = _study(job_id)
+    assert study.user_attrs["tuner.sampler"] == type(make_sampler(spec)).__name__
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 7
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # Trial 0 is the library defaults; the sampler chose the others, all different.
+    assert trials[0].params["lr"] == pytest.approx(1e-3)
+    assert len({t.params["lr"] for t in trials}) == 7
+    assert outcome.progress.optimizers["adam"].complete == 7
+
+
+@pytest.mark.parametrize("pruner", [p for p in PRUNERS if p != "none"])
+def test_every_pruner_stops_bad_trials_between_epochs(pruner: str) -> None:
+    # Learning rates from 1e-5 (hopeless in 8 epochs) to 1: enough bad trials to prune.
+    spec = parse_job({**BASE, "name": f"p-{pruner}", "pruner": pruner, "trials": 16,
+                      "epochs": 8, "sampler": "random", "max_concurrent": 1})
+    settings = get_settings()
+    job_id = create_local_job(settings, spec)
+
+    outcome = run_job(settings, job_id, spec)
+
+    study = _study(job_id)
+    assert study.user_attrs["tuner.pruner"] == type(make_pruner(spec)).__name__
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(trials) == 16 and pruned
+    for t in pruned:  # stopped between epochs, with what it had reported so far
+        assert 1 <= len(t.intermediate_values) < 8
+    progress = outcome.progress.optimizers["adam"]
+    assert (progress.complete, progress.pruned) == (16 - len(pruned), len(pruned))
+
+
+def test_timeout_stops_the_search_and_still_re_runs_the_best() -> None:
+    spec = parse_job({**BASE, "name": "timeout", "task": "digits-cnn", "trials": 500,
+                      "epochs": 5, "final_seeds": 2, "timeout_s": 8})
+    settings = get_settings()
+    job_id = create_local_job(settings, spec)
+
+    outcome = run_job(settings, job_id, spec)
+
+    trials = _study(job_id).get_trials(deepcopy=False)
+    assert 0 < len(trials) < 500
+    assert all(t.state.is_finished() for t in trials)
+    stopped = [t for t in trials if "timeout_s" in t.user_attrs.get("reason", "")]
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in stopped)
+    progress = outcome.progress.optimizers["adam"]
+    assert progress.finished == len(trials)
+    assert progress.final_done == 2  # the final re-runs are not cut by the timeout
+    assert outcome.export["optimizers"]["adam"]["score"]["seeds"] == 2
