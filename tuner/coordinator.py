@@ -120,6 +120,8 @@ class TrialRecord:
     seconds: float
     curve: list[float]  # the metric per epoch
     finished_at: float  # seconds since the job started: the order trials ended in
+    target_epoch: int | None = None  # the first epoch at the job's target, if it has one
+    target_seconds: float | None = None  # training seconds until then
 
 
 @dataclass
@@ -729,10 +731,27 @@ class Coordinator:
                          state=state, epochs=slot.epochs)
             )
         summary = {f"final_{metric}": value} if value is not None and state == "COMPLETE" else {}
+        reached = self._time_to_target(slot.epochs)
+        if reached is not None:
+            summary |= {"epoch_at_target": reached[0], "seconds_to_target": reached[1]}
+        if slot.kind == "trial" and reached is not None:
+            record = self.results[slot.optimizer].trials[-1]
+            record.target_epoch, record.target_seconds = reached
         self.tracker.run_finished(slot.key, state=state, epochs=slot.epochs, tags=tags,
                                   summary=summary)
         if idle:
             self._idle.append(slot.worker)
+
+    def _time_to_target(self, epochs: list[dict[str, Any]]) -> tuple[int, float] | None:
+        """The first epoch (and training seconds) at the job's ``target``, if reached."""
+        from tuner.report import first_epoch_at
+
+        if self.spec.target is None:
+            return None
+        epoch = first_epoch_at(epochs, self.spec.metric, self.spec.target, self.spec.mode)
+        if epoch is None:
+            return None
+        return epoch, sum(e["seconds"] for e in epochs[:epoch])
 
     def _better(self, a: float, b: float) -> bool:
         return a < b if self.spec.mode == "min" else a > b

@@ -78,3 +78,29 @@ def test_timeout_stops_the_search_and_still_re_runs_the_best() -> None:
     assert progress.finished == len(trials)
     assert progress.final_done == 2  # the final re-runs are not cut by the timeout
     assert outcome.export["optimizers"]["adam"]["score"]["seeds"] == 2
+
+
+def test_time_to_target_is_recorded_per_trial_and_per_final_run() -> None:
+    from mlflow import MlflowClient
+
+    spec = parse_job({**BASE, "name": "target", "trials": 3, "epochs": 6, "final_seeds": 2,
+                      "metric": "val_accuracy", "mode": "max", "target": 0.5,
+                      "space_overrides": {"adam": {"lr": {"choices": [0.05]}}}})
+    settings = get_settings()
+    job_id = create_local_job(settings, spec)
+
+    outcome = run_job(settings, job_id, spec)
+
+    records = outcome.results["adam"].trials
+    assert all(r.target_epoch is not None and 1 <= r.target_epoch <= 6 for r in records)
+    for r in records:  # the first epoch whose val_accuracy reaches 0.5
+        assert r.curve[r.target_epoch - 1] >= 0.5
+        assert all(v < 0.5 for v in r.curve[: r.target_epoch - 1])
+        assert 0 < r.target_seconds <= r.seconds
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    runs = [run for run in client.search_runs([outcome.experiment_id])
+            if run.data.tags["tuner.level"] in ("trial", "final")]
+    assert len(runs) == 3 + 2
+    assert all(1 <= run.data.metrics["epoch_at_target"] <= 6 for run in runs)
+    row = outcome.leaderboard[0]
+    assert row["target_reached"] == "2/2" and 1 <= row["target_epoch"] <= 6
