@@ -113,7 +113,7 @@ class TrialRecord:
     """One finished trial, as the report draws it (learning-rate sensitivity, tunability)."""
 
     number: int
-    state: str  # COMPLETE, PRUNED, FAIL or DIVERGED
+    state: str  # COMPLETE, PRUNED, FAIL, DIVERGED, or LOST (re-run; not in the budget)
     value: float | None  # the metric at the trial's last epoch
     hyperparameters: dict[str, Any]
     epochs: int
@@ -179,7 +179,7 @@ class JobOutcome:
     seconds: float
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a slot is in flight until it is handled
 class _Slot:
     """One trial or final re-run in flight on a worker."""
 
@@ -354,6 +354,7 @@ class Coordinator:
         self.tracker, self.spec, self.spaces, self.studies = tracker, spec, spaces, studies
         self.results = {name: OptimizerResult(name=name, space=spaces[name])
                         for name in spec.optimizers}
+        # In flight: Ray object ref -> slot (a slot keys itself while its call is made).
         self._pending: dict[Any, _Slot] = {}
         self._final_queue: list[tuple[str, int]] = []
         self._finals_planned: set[str] = set()
@@ -424,12 +425,15 @@ class Coordinator:
         from tuner.tracking import run_name
 
         tracker = self.tracker
+        # The final re-runs are made anew by the resumed job: earlier ones are superseded.
         for run in tracker.runs("final"):
+            key = f"recovered/final/{run.info.run_id}"
+            tracker.adopt(key, run.info.run_id)
             if run.info.status == "RUNNING":
-                key = f"recovered/final/{run.info.run_id}"
-                tracker.adopt(key, run.info.run_id)
                 tracker.run_finished(key, state="FAIL", epochs=[],
-                                     tags={"tuner.reason": RESTARTED})
+                                     tags={"tuner.reason": RESTARTED, "tuner.superseded": "true"})
+            else:
+                tracker.tag(key, {"tuner.superseded": "true"})
         recorded = tracker.recorded_runs("trial")
         states = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED",
                   TrialState.FAIL: "FAIL"}
@@ -450,7 +454,8 @@ class Coordinator:
                 state = attrs.get("tuner_state") or states[frozen.state]
                 reason = attrs.get("reason")
                 value = frozen.value if state == "COMPLETE" else None
-                if reason and reason.startswith(LOST):
+                lost = bool(reason and reason.startswith(LOST))
+                if lost:
                     progress.lost += 1
                 elif state == "COMPLETE":
                     progress.complete += 1
@@ -470,7 +475,8 @@ class Coordinator:
                     hyper = dict(frozen.params)
                 curve = [frozen.intermediate_values[k] for k in sorted(frozen.intermediate_values)]
                 self.results[name].trials.append(TrialRecord(
-                    number=frozen.number, state=state, value=value, hyperparameters=hyper,
+                    number=frozen.number, state="LOST" if lost else state, value=value,
+                    hyperparameters=hyper,
                     epochs=len(curve), seconds=0.0, curve=curve, finished_at=0.0,
                 ))
                 key = f"{name}/trial/{frozen.number}"
@@ -550,10 +556,13 @@ class Coordinator:
                 self._idle.pop()
             if not self._pending:
                 return
-            done, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
+            refs = [ref for ref in self._pending if not isinstance(ref, _Slot)]
+            done, _ = ray.wait(refs, num_returns=1, timeout=0.5)
             for ref in done:
-                slot = self._pending.pop(ref)
-                self._on_result(slot, ref)
+                # The slot stays in flight until handled: if handling fails, the job's
+                # clean-up still ends its trial everywhere.
+                self._on_result(self._pending[ref], ref)
+                del self._pending[ref]
             # Progress after every event, and at least every 2 s: it is the job's heartbeat.
             if done or time.monotonic() - last_emit >= 2.0:
                 last_emit = time.monotonic()
@@ -576,18 +585,25 @@ class Coordinator:
         return False
 
     def _start_trial(self, worker: Any, name: str) -> None:
+        import optuna
+
         from tuner.tracking import run_name
 
         study, space = self.studies[name], self.spaces[name]
         trial = study.ask(space.distributions())
-        params = dict(trial.params)
-        seed = self.spec.seed + trial.number
-        hyper = space.hyperparameters(params, train_size=self._train_size)
-        config = space.optimizer_config(params, train_size=self._train_size).to_dict()
+        try:
+            params = dict(trial.params)
+            seed = self.spec.seed + trial.number
+            hyper = space.hyperparameters(params, train_size=self._train_size)
+            config = space.optimizer_config(params, train_size=self._train_size).to_dict()
+            trial.set_user_attr("seed", seed)
+        except BaseException:
+            # Nothing has started: the trial must not stay RUNNING in Optuna.
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         slot = _Slot(key=f"{name}/trial/{trial.number}", optimizer=name, kind="trial",
                      number=trial.number, seed=seed, config=config, params=params,
                      worker=worker, hyper=hyper, trial=trial)
-        trial.set_user_attr("seed", seed)
         self._progress.optimizers[name].running += 1
         self.tracker.run_started(
             slot.key, optimizer=name, level="trial", number=trial.number,
@@ -617,6 +633,7 @@ class Coordinator:
         return max(1, min(5, self.spec.epochs // 4))
 
     def _submit(self, slot: _Slot, *, start: bool = False) -> None:
+        self._pending[slot] = slot  # in flight from here on, whatever fails next
         if start:
             ref = slot.worker.start.remote(
                 slot.key, slot.config, seed=slot.seed, epochs=self._chunk(slot),
@@ -624,6 +641,7 @@ class Coordinator:
             )
         else:
             ref = slot.worker.advance.remote(slot.key, epochs=self._chunk(slot))
+        del self._pending[slot]
         self._pending[ref] = slot
 
     def _on_result(self, slot: _Slot, ref: Any) -> None:
@@ -675,8 +693,8 @@ class Coordinator:
         self._workers.remove(slot.worker)
         ray.kill(slot.worker, no_restart=True)
         replacement = self._new_worker()
+        self._workers.append(replacement)  # killed with the others, whatever happens next
         self._info[id(replacement)] = ray.get(replacement.describe.remote())
-        self._workers.append(replacement)
         self._idle.append(replacement)
 
     def _finish(self, slot: _Slot, state: str, *, reason: str | None = None,
@@ -716,15 +734,16 @@ class Coordinator:
                     progress.diverged += 1
                 elif not reason or not reason.startswith(LOST):
                     progress.failed += 1
+            lost = bool(reason and reason.startswith(LOST))
             self.results[slot.optimizer].trials.append(TrialRecord(
-                number=slot.number, state=state,
+                number=slot.number, state="LOST" if lost else state,
                 value=value if state == "COMPLETE" else None,
                 hyperparameters=slot.hyper, epochs=len(slot.epochs),
                 seconds=sum(e["seconds"] for e in slot.epochs),
                 curve=[e["metrics"].get(metric) for e in slot.epochs],
                 finished_at=time.monotonic() - self._started,
             ))
-        else:
+        elif not (reason and reason.startswith(LOST)):  # a lost final run is run again
             progress.final_done += 1
             self.results[slot.optimizer].finals.append(
                 FinalRun(seed=slot.seed, value=value if state == "COMPLETE" else None,

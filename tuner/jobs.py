@@ -19,6 +19,7 @@ from typing import Any
 from tuner.config import Settings
 from tuner.coordinator import Coordinator, JobCancelled, JobOutcome, JobProgress
 from tuner.errors import JobInterrupted
+from tuner.export import render_export
 from tuner.spec import JobSpec
 
 __all__ = ["create_local_job", "export_path", "report_dir", "run_job"]
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") -> int:
-    """Record a job in the jobs table (queued) and return its id."""
+    """Record a job that this process runs (``running`` at once: no server may claim it)
+    and return its id, for :func:`run_job`."""
     from tuner import store
     from tuner.coordinator import open_storage
 
@@ -36,9 +38,10 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") 
     # Optuna's tables too, now: whoever opens the studies first must not race their creation.
     open_storage(settings.database_url)
     with store.session_scope(settings.database_url) as session:
+        # Running from the start: this process runs it; no server may claim it.
         job = store.create_job(
             session, name=spec.name, task=spec.task, spec=spec.model_dump(mode="json"),
-            origin=origin,
+            origin=origin, state=store.JobState.RUNNING,
         )
         session.flush()
         return job.id
@@ -56,12 +59,10 @@ def run_job(
     on_progress: Callable[[JobProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    claimed: bool = False,
 ) -> JobOutcome:
     """Run job ``job_id`` to its end and record it. Raises what the coordinator raised.
 
     Args:
-        claimed: The job is ``running`` already (the service claimed it from the queue).
         should_cancel: ``True`` cancels the job (state ``cancelled``).
         should_stop: ``True`` interrupts it: back to ``queued``, to resume later.
     """
@@ -70,7 +71,9 @@ def run_job(
     url = settings.database_url
     with store.session_scope(url) as session:
         job = store.get_job(session, job_id)
-        if not (claimed and job.state == store.JobState.RUNNING):
+        # A queued job moves to running; one created running by this process, claimed by
+        # the service or taken over by `tuner resume` is running already.
+        if job.state != store.JobState.RUNNING:
             store.set_state(session, job, store.JobState.RUNNING)
 
     last_saved = 0.0
@@ -112,20 +115,31 @@ def run_job(
              progress=last_progress())
         raise
 
+    tracker = coordinator.tracker
     try:
-        _record(settings, job_id, spec, outcome, coordinator.tracker)
+        result = _record(settings, job_id, spec, outcome)
     except BaseException as e:
         _end(url, job_id, store.JobState.FAILED,
              error=f"recording the results failed: {type(e).__name__}: {e}")
+        _best_effort(lambda: tracker.finish_job(status="FAILED", metrics={}), job_id)
         raise
+    # The jobs table holds the result; MLflow gets its copy, and an MLflow outage now
+    # never turns a finished job into a failed one.
+    _best_effort(lambda: _log_to_mlflow(tracker, spec, result), job_id)
     return outcome
 
 
-def _record(settings: Settings, job_id: int, spec: JobSpec, outcome: JobOutcome,
-            tracker: Any) -> None:
-    """Store a finished job's results: export file, report, MLflow artifacts, the table."""
+def _best_effort(call: Callable[[], None], job_id: int) -> None:
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - the job's results are stored already
+        logger.warning("job %s: MLflow logging at the end failed: %s", job_id, e)
+
+
+def _record(settings: Settings, job_id: int, spec: JobSpec,
+            outcome: JobOutcome) -> dict[str, Any]:
+    """Store a finished job's results: the export file, the report, the jobs table."""
     from tuner import store
-    from tuner.export import render_export
     from tuner.report import library_versions
 
     # The export file a user can hand to torch.optim, next to the job's MLflow run.
@@ -147,7 +161,19 @@ def _record(settings: Settings, job_id: int, spec: JobSpec, outcome: JobOutcome,
     report_files = _write_report(settings, job_id, spec, result)
     if report_files:
         result["report_path"] = str(report_files[-1].resolve())
+    result["report_files"] = [str(p.resolve()) for p in report_files]
+    with store.session_scope(settings.database_url) as session:
+        store.set_result(session, job_id, result)
+        store.set_mlflow(session, job_id, experiment_id=outcome.experiment_id,
+                         run_id=outcome.job_run_id)
+        store.update_progress(session, job_id, outcome.progress.to_dict())
+        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
+    return result
 
+
+def _log_to_mlflow(tracker: Any, spec: JobSpec, result: dict[str, Any]) -> None:
+    """The job run's summary metrics, headline, export, leaderboard and report."""
+    board = result["leaderboard"]
     summary: dict[str, float] = {}
     for row in board:
         value = row["mean"] if row["mean"] is not None else row["best"]
@@ -158,19 +184,14 @@ def _record(settings: Settings, job_id: int, spec: JobSpec, outcome: JobOutcome,
     if leader is not None and (leader["mean"] is not None or leader["best"] is not None):
         value = leader["mean"] if leader["mean"] is not None else leader["best"]
         headline = f"{leader['optimizer']} {value:.4g}"
-    tracker.log_files(report_files, artifact_path="report")
+    tracker.log_files([Path(p) for p in result["report_files"]], artifact_path="report")
     tracker.finish_job(
         status="FINISHED",
         headline=headline,
         metrics=summary,
-        artifacts={"export.yaml": export_text, "leaderboard.json": json.dumps(board, indent=2)},
+        artifacts={"export.yaml": render_export(result["export"], "yaml"),
+                   "leaderboard.json": json.dumps(board, indent=2)},
     )
-    with store.session_scope(settings.database_url) as session:
-        store.set_result(session, job_id, result)
-        store.set_mlflow(session, job_id, experiment_id=outcome.experiment_id,
-                         run_id=outcome.job_run_id)
-        store.update_progress(session, job_id, outcome.progress.to_dict())
-        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
 
 
 def report_dir(settings: Settings, job_id: int) -> Path:

@@ -193,9 +193,11 @@ def trial_scores(trials: Sequence[Mapping[str, Any]], *, mode: str,
     A COMPLETE trial scores its final value. Every other trial (pruned, diverged, failed)
     scores ``worst``: protocol 2 counts failures with the worst score and never drops them
     (a pruned trial did not deliver a configuration trained to the budget either). When
-    ``worst`` is ``None`` it is the worst finite value among ``trials``.
+    ``worst`` is ``None`` it is the worst finite value among ``trials``. A ``LOST`` trial
+    (its worker or coordinator died; its configuration was run again) is not a result.
     """
-    ordered = sorted(trials, key=lambda t: t["number"])
+    ordered = sorted((t for t in trials if t.get("state") != "LOST"),
+                     key=lambda t: t["number"])
     values = [t.get("value") if t.get("state") == "COMPLETE" else None for t in ordered]
     finite = [v for v in values if _finite(v)]
     if worst is None and finite:
@@ -302,12 +304,14 @@ def tunability(trials: Sequence[Mapping[str, Any]], *, mode: str, worst: float |
 def trial_shares(trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts and shares of trial outcomes: ``complete``, ``pruned``, ``diverged``, ``failed``.
 
-    ``FAIL`` trials whose worker died are re-run by the coordinator and are counted here as
-    ``failed`` like any other FAIL.
+    ``LOST`` trials (their worker or coordinator died; re-run by the coordinator, not in the
+    budget) are left out, as in the job's counts.
     """
     counts = {"complete": 0, "pruned": 0, "diverged": 0, "failed": 0}
     for t in trials:
         state = t.get("state")
+        if state == "LOST":
+            continue
         key = {"COMPLETE": "complete", "PRUNED": "pruned", "DIVERGED": "diverged"}.get(
             state, "failed")
         counts[key] += 1

@@ -81,16 +81,25 @@ def max_jobs_from_env() -> int:
 
 
 def requeue_orphans(url: str, *, message: str) -> list[int]:
-    """Move every ``running`` job back to ``queued``; their ids.
+    """Move the ``running`` jobs of the service back to ``queued``; their ids.
 
     Called when a server starts (the jobs were left by a previous server process) and when
-    it stops (the jobs it parked). Assumes one server per jobs database.
+    it stops (the jobs it parked). Assumes one server per jobs database. A job of a local
+    ``tuner run`` (origin ``cli``) belongs to that process: it is left alone while its
+    heartbeat is fresh (``tuner resume`` takes over one whose process died).
     """
+    from datetime import UTC, datetime
+
     from tuner import store
 
     requeued = []
+    now = datetime.now(UTC)
     with store.session_scope(url) as session:
         for job in store.list_jobs(session, limit=10_000, state=store.JobState.RUNNING):
+            beat = job.heartbeat_at or job.started_at
+            fresh = beat is not None and (now - beat).total_seconds() < store.STALE_AFTER_S
+            if job.origin == "cli" and fresh:
+                continue
             try:
                 store.set_state(session, job, store.JobState.QUEUED, message=message)
             except TunerError:
@@ -355,7 +364,7 @@ class Service:
                     self._started_at = time.monotonic()
 
         try:
-            run_job(self.settings, job_id, spec, on_progress=on_progress, claimed=True,
+            run_job(self.settings, job_id, spec, on_progress=on_progress,
                     should_cancel=self._cancel_check(job_id),
                     should_stop=self._stopping.is_set)
         except JobInterrupted:

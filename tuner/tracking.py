@@ -201,6 +201,16 @@ class JobTracker:
 
         self._submit(finish)
 
+    def tag(self, key: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a run (in order, on the logging thread)."""
+
+        def set_tags() -> None:
+            run_id = self._runs.get(key)
+            if run_id is not None:
+                self._log_batch_now(run_id, tags=tags)
+
+        self._submit(set_tags)
+
     def run_id(self, key: str) -> str | None:
         """The MLflow run of a trial key, once the logging thread has created it."""
         self.flush()

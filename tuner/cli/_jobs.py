@@ -116,10 +116,6 @@ def demo(
     _execute(spec, get_settings())
 
 
-#: A running job whose heartbeat is older than this has lost its process.
-STALE_AFTER_S = 30.0
-
-
 @app.command(rich_help_panel="Tune")
 @friendly
 def resume(
@@ -148,12 +144,12 @@ def resume(
             )
         beat = job.heartbeat_at or job.started_at
         age = (datetime.now(UTC) - beat).total_seconds() if beat else float("inf")
-        if age < STALE_AFTER_S and not force:
+        if age < store.STALE_AFTER_S and not force:
             raise JobStateError(
                 f"job {job_id} is still running (heartbeat {age:.0f} s ago); resume a job "
-                f"whose heartbeat is older than {STALE_AFTER_S:.0f} s, or pass --force"
+                f"whose heartbeat is older than {store.STALE_AFTER_S:.0f} s, or pass --force"
             )
-        store.set_state(session, job, store.JobState.QUEUED, message="resumed")
+        store.take_over(session, job, message="resumed by tuner resume")
         spec = parse_job(job.spec, source=f"job {job_id}")
     _run_and_show(settings, job_id, spec)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from tuner.store._engine import get_engine, session_scope, upgrade
 from tuner.store._jobs import (
+    STALE_AFTER_S,
     TRANSITIONS,
     claim_next_queued,
     count_jobs,
@@ -24,11 +25,13 @@ from tuner.store._jobs import (
     set_mlflow,
     set_result,
     set_state,
+    take_over,
     update_progress,
 )
 from tuner.store._models import TERMINAL_STATES, Base, Job, JobEvent, JobState
 
 __all__ = [
+    "STALE_AFTER_S",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "Base",
@@ -48,6 +51,7 @@ __all__ = [
     "set_mlflow",
     "set_result",
     "set_state",
+    "take_over",
     "update_progress",
     "upgrade",
 ]

@@ -24,6 +24,7 @@ from tuner.store._models import TERMINAL_STATES, Job, JobEvent, JobState, utcnow
 
 __all__ = [
     "ORIGINS",
+    "STALE_AFTER_S",
     "TRANSITIONS",
     "claim_next_queued",
     "count_jobs",
@@ -36,8 +37,13 @@ __all__ = [
     "set_mlflow",
     "set_result",
     "set_state",
+    "take_over",
     "update_progress",
 ]
+
+#: A running job whose heartbeat (its progress, written at least every 2 s) is older than
+#: this has lost its process.
+STALE_AFTER_S = 30.0
 
 #: Where a job was submitted from.
 ORIGINS = ("cli", "api")
@@ -302,3 +308,19 @@ def claim_next_queued(session: Session) -> Job | None:
             session.flush()
             return session.get(Job, job_id, populate_existing=True)
         # Another claimer took it between our read and our write: try the next one.
+
+
+def take_over(session: Session, job: Job, *, message: str) -> Job:
+    """A new process takes over a ``running`` job whose process died: the job stays
+    ``running`` (no other process can claim it meanwhile), with a fresh heartbeat and an
+    event saying so.
+
+    Raises:
+        JobStateError: the job is not running.
+    """
+    if job.state != JobState.RUNNING:
+        raise JobStateError(f"job {job.id} is {job.state}; only a running job can be taken over")
+    now = utcnow()
+    _update(session, job.id, heartbeat_at=now)
+    session.add(JobEvent(job_id=job.id, at=now, state=JobState.RUNNING.value, message=message))
+    return job
