@@ -6,8 +6,8 @@
 | ``MLFLOW_TRACKING_URI`` | ``sqlite:///.tuner/mlflow.db``     | ``http://mlflow:5000``       |
 | ``RAY_ADDRESS``         | unset: a local Ray is started    | ``head:6379``, ``auto``        |
 | ``TUNER_API_TOKEN``     | unset                            | a secret                     |
-| ``TUNER_MAX_JOBS``      | 2 (jobs ``tuner serve`` runs at once)                          |
-| ``TUNER_URL``           | unset: the CLI works on the local store | ``http://host:8000``  |
+| ``TUNER_MAX_JOBS``      | 2: jobs ``tuner serve`` runs at once (read by tuner.service)   |
+| ``TUNER_URL``           | unset: the local store (``--server``) | ``http://host:8000``  |
 """
 
 from __future__ import annotations
@@ -35,14 +35,6 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"))
     api_token: str | None = Field(default=None, validation_alias=AliasChoices("TUNER_API_TOKEN"))
-    max_jobs: int = Field(
-        default=2, ge=1, validation_alias=AliasChoices("TUNER_MAX_JOBS"),
-        description="Jobs `tuner serve` runs at once.",
-    )
-    url: str | None = Field(
-        default=None, validation_alias=AliasChoices("TUNER_URL"),
-        description="The server the CLI client talks to; unset: the local store.",
-    )
 
     @property
     def database_url(self) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.spec import study_name
+
 if TYPE_CHECKING:
     import optuna
     from matplotlib.axes import Axes
@@ -484,9 +486,9 @@ def plot_importance(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
     notes: list[str] = []
     for name in names:
         try:
-            study = optuna.load_study(study_name=f"job-{job_id}-{name}", storage=storage_url)
+            study = optuna.load_study(study_name=study_name(job_id, name), storage=storage_url)
         except KeyError:
-            notes.append(f"{name}: no study job-{job_id}-{name} in the storage")
+            notes.append(f"{name}: no study {study_name(job_id, name)} in the storage")
             continue
         found[name] = importances(study)
         if isinstance(found[name], str):

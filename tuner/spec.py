@@ -21,13 +21,26 @@ from pydantic import (
 
 from tuner.errors import SpecError
 
-__all__ = ["PRUNERS", "SAMPLERS", "JobSpec", "Resources", "load_job_file", "parse_job"]
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "JobSpec",
+    "Resources",
+    "load_job_file",
+    "parse_job",
+    "study_name",
+]
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("none", "median", "sha", "hyperband")
 
 #: The seven classic optimizers of the demo, in the order people learn them.
 CLASSIC_OPTIMIZERS = ("gd", "sgd", "minibatch", "momentum", "nag", "rmsprop", "adam")
+
+
+def study_name(job_id: int, optimizer: str) -> str:
+    """The Optuna study of one optimizer of a job: ``job-<id>-<optimizer>``."""
+    return f"job-{job_id}-{optimizer}"
 
 
 class _Problems(ValueError):
@@ -118,11 +131,11 @@ class JobSpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _reported_metric(cls, metric: str, info: ValidationInfo) -> str:
-        from tuner.task import BUILTIN_TASKS
+        from tuner.task import BUILTIN_TASKS, reported_metrics
 
         task = info.data.get("task")
         if task in BUILTIN_TASKS:  # a built-in task says what it reports
-            reported = ["val_loss", "train_loss", *(f"val_{m}" for m in BUILTIN_TASKS[task][3])]
+            reported = reported_metrics(BUILTIN_TASKS[task][3])
             if metric not in reported:
                 raise _Problems([
                     f"metric: task {task!r} does not report {metric!r}; allowed: "
@@ -158,7 +171,7 @@ class JobSpec(BaseModel):
 
     def study_name(self, job_id: int, optimizer: str) -> str:
         """The Optuna study of one optimizer of a job: ``job-<id>-<optimizer>``."""
-        return f"job-{job_id}-{optimizer}"
+        return study_name(job_id, optimizer)
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ __all__ = [
     "TaskInfo",
     "available_tasks",
     "is_module_path",
+    "reported_metrics",
     "resolve_task",
 ]
 
@@ -131,6 +132,11 @@ BUILTIN_TASKS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
 }
 
 _MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
+
+
+def reported_metrics(metrics: Iterable[str]) -> list[str]:
+    """What the trainer reports for a task with these validation ``metrics``."""
+    return ["val_loss", "train_loss", *(f"val_{m}" for m in metrics)]
 
 
 def is_module_path(name: str) -> bool:

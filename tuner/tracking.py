@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JobTracker", "experiment_link", "run_name"]
+__all__ = ["JobTracker", "experiment_link", "run_name", "ui_base"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,13 @@ def run_name(optimizer: str, number: int, params: Mapping[str, Any]) -> str:
     if "batch_size" in params:
         parts.append(f"bs={params['batch_size']}")
     return " ".join(parts)
+
+
+def ui_base(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> str:
+    """Where the MLflow UI of a tracking store is: the server itself, or `tuner ui`'s."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return f"http://{host}:{port}"
 
 
 def experiment_link(base_url: str, experiment_id: str) -> str:
@@ -75,11 +82,13 @@ class JobTracker:
         self._pending: list[Future[Any]] = []
         self._lock = threading.Lock()
         self.errors: list[str] = []
+        self.resumed = False
 
     # -- the job and its optimizers (synchronous: done once, before any trial) -------------
 
     def start(self, *, spec: Mapping[str, Any], optimizers: Iterable[str]) -> None:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
+        self.resumed = experiment is not None  # a new experiment has no runs to look up
         if experiment is None:
             self.experiment_id = self.client.create_experiment(
                 self.experiment_name,
@@ -97,7 +106,7 @@ class JobTracker:
         else:
             self.experiment_id = experiment.experiment_id
         # A resumed job (its coordinator was restarted) keeps its job and optimizer runs.
-        existing = self.runs("job") + self.runs("optimizer")
+        existing = self.runs("job") + self.runs("optimizer") if self.resumed else []
         by_level = {(r.data.tags["tuner.level"], r.data.tags.get("tuner.optimizer")): r
                     for r in existing}
         job_run = by_level.get(("job", None))
@@ -125,6 +134,8 @@ class JobTracker:
 
     def runs(self, level: str) -> list[Any]:
         """Every run of this job's experiment at one level (all pages)."""
+        if not self.resumed:
+            return []
         runs: list[Any] = []
         token = None
         while True:

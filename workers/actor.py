@@ -69,6 +69,8 @@ class _Worker:
 
     def describe(self) -> WorkerInfo:
         """Build the task once (which also loads and caches its data) and say what it is."""
+        from tuner.task import reported_metrics
+
         task = self._factory(0)
         context = ray.get_runtime_context() if ray.is_initialized() else None
         return WorkerInfo(
@@ -78,7 +80,7 @@ class _Worker:
             device=str(self._device),
             train_size=len(task.train),  # type: ignore[arg-type]
             val_size=len(task.val),  # type: ignore[arg-type]
-            metrics=["val_loss", "train_loss", *(f"val_{m}" for m in task.metrics)],
+            metrics=reported_metrics(task.metrics),
         )
 
     def start(self, key: str, config: dict[str, Any], *, seed: int, epochs: int,

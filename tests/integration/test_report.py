@@ -99,5 +99,5 @@ def test_report_of_an_unknown_or_unfinished_job_is_one_red_line(
     monkeypatch.chdir(tmp_path)
     result = tuner("report", str(job_id))
     assert result.exit_code == 1
-    assert result.stderr == f"error: job {job_id} is queued; a report needs a succeeded job\n"
+    assert result.stderr == f"error: job {job_id} is running; a report needs a succeeded job\n"
     assert not (tmp_path / f"report-{job_id}").exists()

@@ -41,13 +41,13 @@ def spaces(
 @friendly
 def tasks() -> None:
     """List the tasks a job can train: built-in and installed (entry points ``tuner.tasks``)."""
-    from tuner.task import available_tasks
+    from tuner.task import available_tasks, reported_metrics
 
     table = Table(header_style="bold")
     for column in ("task", "kind", "metrics (metric: in a job file)", "description"):
         table.add_column(column)
     for info in available_tasks():
-        metrics = ", ".join(["val_loss", "train_loss", *(f"val_{m}" for m in info.metrics)])
+        metrics = ", ".join(reported_metrics(info.metrics))
         table.add_row(info.name, info.kind, metrics, info.description)
     console.print(table)
     console.print("Your own task: [bold]task: package.module:factory[/] "

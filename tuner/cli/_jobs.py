@@ -47,7 +47,7 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     from tuner.jobs import run_job
-    from tuner.tracking import experiment_link
+    from tuner.tracking import experiment_link, ui_base
 
     console.print(
         f"[bold]job {job_id}[/] {spec.name}: {len(spec.optimizers)} optimizers × "
@@ -71,8 +71,8 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     report = report_dir(settings, job_id) / "report.html"
     if report.exists():
         console.print(f"report:  {report.resolve()}  (tuner report {job_id})")
-    console.print(f"MLflow:  tuner ui {job_id}   → "
-                  f"{experiment_link('http://127.0.0.1:5000', outcome.experiment_id)}")
+    link = experiment_link(ui_base(settings.tracking_uri), outcome.experiment_id)
+    console.print(f"MLflow:  tuner ui {job_id}   → {link}")
 
 
 @app.command(rich_help_panel="Tune")
@@ -294,12 +294,12 @@ def ui(
                                              help="Only print the link.")] = False,
 ) -> None:
     """Open the MLflow UI on the configured tracking store, at the job's Runs table."""
-    from tuner.tracking import experiment_link
+    from tuner.tracking import experiment_link, ui_base
 
     settings = get_settings()
     uri = settings.tracking_uri
     remote = uri.startswith(("http://", "https://"))
-    base = uri if remote else f"http://{host}:{port}"
+    base = ui_base(uri, host=host, port=port)
     experiment_id = None
     try:
         job = _load_job(settings, job_id)

@@ -18,7 +18,7 @@ from tuner.api.schemas import (
     ValidationErrorOut,
 )
 from tuner.errors import JobStateError, SpecError
-from tuner.spec import JobSpec
+from tuner.spec import JobSpec, study_name
 
 __all__ = ["router"]
 
@@ -235,7 +235,7 @@ def list_trials(
     rows: list[dict[str, Any]] = []
     for name in names:
         try:
-            study_id = storage.get_study_id_from_name(f"job-{job_id}-{name}")
+            study_id = storage.get_study_id_from_name(study_name(job_id, name))
         except KeyError:
             continue  # not started yet
         for trial in storage.get_all_trials(study_id, deepcopy=False):
