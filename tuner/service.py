@@ -317,16 +317,17 @@ class Service:
         with store.session_scope(url) as session:
             with self._lock:
                 started = list(self._threads)
-            oldest = (select(store.Job.spec)
+            oldest = (select(store.Job.id, store.Job.spec)
                       .where(store.Job.state == store.JobState.QUEUED.value)
                       .order_by(store.Job.id).limit(1))
             if started:
                 oldest = oldest.where(store.Job.id.not_in(started))
-            candidate = session.scalar(oldest)
-            if candidate is None or not self._fits(dict(candidate)):
+            candidate = session.execute(oldest).first()
+            if candidate is None or not self._fits(dict(candidate.spec)):
                 return False
             self._waiting_logged = False
-            job = store.claim_next_queued(session)
+            # The job that was checked, and only if it is still queued.
+            job = store.claim_next_queued(session, job_id=candidate.id)
             if job is None:
                 return False
             job_id, spec = job.id, dict(job.spec)

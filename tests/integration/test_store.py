@@ -396,3 +396,19 @@ def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
     with store.session_scope(db_url) as session:
         assert store.count_jobs(session, state="running") == 12
         assert {j.attempts for j in store.list_jobs(session)} == {1}
+
+
+def test_claim_a_given_job_only_while_it_is_queued(db_url: str) -> None:
+    with store.session_scope(db_url) as session:
+        first = store.create_job(session, name="a", task="digits-mlp", spec={})
+        second = store.create_job(session, name="b", task="digits-mlp", spec={})
+        session.flush()
+        ids = (first.id, second.id)
+    with store.session_scope(db_url) as session:
+        job = store.claim_next_queued(session, job_id=ids[1])  # not the oldest: the one asked
+        assert job is not None and job.id == ids[1] and job.state == "running"
+    with store.session_scope(db_url) as session:
+        assert store.claim_next_queued(session, job_id=ids[1]) is None  # claimed already
+        store.request_cancel(session, ids[0])
+    with store.session_scope(db_url) as session:
+        assert store.claim_next_queued(session, job_id=ids[0]) is None  # cancelled meanwhile

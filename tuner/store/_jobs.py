@@ -273,16 +273,20 @@ def request_cancel(session: Session, job_id: int) -> Job:
     return job
 
 
-def claim_next_queued(session: Session) -> Job | None:
-    """Move the oldest queued job to ``running`` and return it; ``None`` if none is queued.
+def claim_next_queued(session: Session, *, job_id: int | None = None) -> Job | None:
+    """Move the oldest queued job (or job ``job_id``, if it is still queued) to ``running``
+    and return it; ``None`` if there is none.
 
     Safe with many claimers: on PostgreSQL the candidate is read with ``FOR UPDATE SKIP
     LOCKED``; everywhere the move is a compare-and-set, so a job is claimed once. Commit
     soon after (the row stays locked until then on PostgreSQL).
     """
     postgres = session.get_bind().dialect.name == "postgresql"
+    only = job_id
     while True:
         candidate = select(Job.id).where(Job.state == JobState.QUEUED.value)
+        if only is not None:
+            candidate = candidate.where(Job.id == only)
         candidate = candidate.order_by(Job.id).limit(1)
         if postgres:
             candidate = candidate.with_for_update(skip_locked=True)
@@ -307,6 +311,8 @@ def claim_next_queued(session: Session) -> Job | None:
             )
             session.flush()
             return session.get(Job, job_id, populate_existing=True)
+        if only is not None:
+            return None  # the job was claimed or cancelled meanwhile
         # Another claimer took it between our read and our write: try the next one.
 
 
