@@ -391,8 +391,8 @@ class Coordinator:
             outcome = self._outcome(job_id, started)
             status = "FINISHED"
             return outcome
-        except JobCancelled:
-            status = "KILLED"
+        except (JobCancelled, KeyboardInterrupt):
+            status = "KILLED"  # Ctrl-C of `tuner run` cancels the job like `tuner cancel`
             raise
         except JobInterrupted:
             status = "INTERRUPTED"

@@ -22,7 +22,7 @@ from tuner.errors import JobInterrupted
 from tuner.export import render_export
 from tuner.spec import JobSpec
 
-__all__ = ["create_local_job", "export_path", "report_dir", "run_job"]
+__all__ = ["cancel_check", "create_local_job", "export_path", "report_dir", "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,31 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") 
         )
         session.flush()
         return job.id
+
+
+def cancel_check(url: str, job_id: int, *, every_s: float = 0.5) -> Callable[[], bool]:
+    """``should_cancel`` of a job: its ``cancel_requested`` flag in the jobs table (set by
+    ``tuner cancel`` or the API), read at most every ``every_s`` seconds."""
+    from sqlalchemy import select
+
+    from tuner import store
+    from tuner.errors import TunerError
+
+    last = {"at": 0.0, "value": False}
+
+    def should_cancel() -> bool:
+        now = time.monotonic()
+        if now - last["at"] >= every_s:
+            last["at"] = now
+            try:
+                with store.session_scope(url) as session:
+                    stmt = select(store.Job.cancel_requested).where(store.Job.id == job_id)
+                    last["value"] = bool(session.scalar(stmt))
+            except TunerError as e:
+                logger.warning("job %s: cannot read its cancel flag: %s", job_id, e)
+        return bool(last["value"])
+
+    return should_cancel
 
 
 def export_path(settings: Settings, job_id: int) -> Path:
@@ -106,6 +131,10 @@ def run_job(
         outcome = coordinator.run(job_id, spec)
     except JobCancelled as e:
         _end(url, job_id, store.JobState.CANCELLED, message=str(e), progress=last_progress())
+        raise
+    except KeyboardInterrupt:
+        _end(url, job_id, store.JobState.CANCELLED, message="interrupted (Ctrl-C)",
+             progress=last_progress())
         raise
     except JobInterrupted as e:
         _end(url, job_id, store.JobState.QUEUED, message=str(e), progress=last_progress())

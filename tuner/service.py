@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tuner.config import Settings
@@ -344,7 +343,7 @@ class Service:
         from tuner import store
         from tuner.coordinator import JobCancelled
         from tuner.errors import JobInterrupted, JobStateError
-        from tuner.jobs import run_job
+        from tuner.jobs import cancel_check, run_job
         from tuner.spec import parse_job
 
         url = self.settings.database_url
@@ -366,7 +365,8 @@ class Service:
 
         try:
             run_job(self.settings, job_id, spec, on_progress=on_progress,
-                    should_cancel=self._cancel_check(job_id),
+                    should_cancel=cancel_check(self.settings.database_url, job_id,
+                                               every_s=self.poll_s),
                     should_stop=self._stopping.is_set)
         except JobInterrupted:
             logger.info("job %s: interrupted by the server's stop; requeued", job_id)
@@ -385,27 +385,3 @@ class Service:
                     self._starting.discard(job_id)
                     self._started_at = time.monotonic()
             self._wake.set()  # a slot (and Ray's resources) are free: look at the queue
-
-    def _cancel_check(self, job_id: int) -> Callable[[], bool]:
-        """``should_cancel`` of one job: the store's ``cancel_requested``, read at most every
-        ``poll_s``."""
-        from sqlalchemy import select
-
-        from tuner import store
-
-        url = self.settings.database_url
-        last = {"at": 0.0, "value": False}
-
-        def should_cancel() -> bool:
-            now = time.monotonic()
-            if now - last["at"] >= self.poll_s:
-                last["at"] = now
-                try:
-                    with store.session_scope(url) as session:
-                        stmt = select(store.Job.cancel_requested).where(store.Job.id == job_id)
-                        last["value"] = bool(session.scalar(stmt))
-                except TunerError as e:
-                    logger.warning("job %s: cannot read its cancel flag: %s", job_id, e)
-            return bool(last["value"])
-
-        return should_cancel

@@ -110,3 +110,44 @@ def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
             if t in lost:
                 assert run.data.tags["tuner.reason"] == "coordinator restarted"
     assert lost_total >= 1
+
+
+def test_tuner_cancel_stops_a_local_run_from_another_terminal(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "TUNER_HOME": str(home), "COLUMNS": "120"}
+    for key in ("TUNER_DB_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        env.pop(key, None)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump({**JOB, "name": "cancel-me", "trials": 50}))
+    db_url = f"sqlite:///{home / 'tuner.db'}"
+    process = subprocess.Popen(
+        _tuner("run", str(job_file)), env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while _running_trials(db_url) < 1:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no trial started within 240 s"
+            time.sleep(0.5)
+
+        cancel = subprocess.run(_tuner("cancel", "1"), env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+        _, stderr = process.communicate(timeout=60)  # stops within seconds, not 50 trials
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    assert process.returncode == 1
+    assert "job 1 cancelled" in stderr
+    assert _running_trials(db_url) == 0
+    from tuner import store
+
+    with store.session_scope(db_url) as session:
+        assert store.get_job(session, 1).state == "cancelled"
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("job-1-cancel-me")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert runs and [r for r in runs if r.info.status == "RUNNING"] == []

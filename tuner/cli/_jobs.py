@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from tuner.cli import ServerOption, app, friendly
-from tuner.cli._display import JobBars, console, fmt, jobs_table, leaderboard_table
+from tuner.cli._display import JobBars, console, err_console, fmt, jobs_table, leaderboard_table
 from tuner.config import Settings, get_settings
 from tuner.errors import TunerError
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file
@@ -46,7 +46,8 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 
 
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
-    from tuner.jobs import run_job
+    from tuner.coordinator import JobCancelled
+    from tuner.jobs import cancel_check, run_job
     from tuner.tracking import experiment_link, ui_base
 
     console.print(
@@ -54,8 +55,18 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
         f"{spec.trials} trials × {spec.epochs} epochs on [bold]{spec.task}[/] "
         f"({spec.metric}, {spec.mode}; sampler {spec.sampler}, pruner {spec.pruner})"
     )
-    with JobBars(spec.optimizers, spec.trials, spec.metric) as bars:
-        outcome = run_job(settings, job_id, spec, on_progress=bars.update)
+    try:
+        with JobBars(spec.optimizers, spec.trials, spec.metric) as bars:
+            # `tuner cancel ID` from another terminal stops it too.
+            outcome = run_job(settings, job_id, spec, on_progress=bars.update,
+                              should_cancel=cancel_check(settings.database_url, job_id))
+    except JobCancelled:
+        err_console.print(f"job {job_id} cancelled: its started trials ended as FAIL; "
+                          "the finished ones are kept")
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        err_console.print(f"job {job_id} cancelled (Ctrl-C)")
+        raise typer.Exit(code=130) from None
     console.print()
     console.print(leaderboard_table(
         outcome.leaderboard, metric=spec.metric, mode=spec.mode,
