@@ -177,6 +177,7 @@ class JobOutcome:
     export: dict[str, Any]
     leaderboard: list[dict[str, Any]]
     seconds: float
+    problem: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(eq=False)  # hashed by identity: a slot is in flight until it is handled
@@ -362,6 +363,7 @@ class Coordinator:
         self._deadline = started + spec.timeout_s if spec.timeout_s else math.inf
         self._workers: list[Any] = []
         self._info: dict[int, Any] = {}
+        self.problem: dict[str, Any] = {}
         self._worker_options = {
             "num_cpus": spec.resources.cpus_per_trial,
             "num_gpus": spec.resources.gpus_per_trial,
@@ -377,6 +379,8 @@ class Coordinator:
                     f"{', '.join(info.metrics)}"
                 )
             self._train_size = info.train_size
+            self.problem = {"task": spec.task, "train_size": info.train_size,
+                            "val_size": info.val_size, "data_sha256": info.data_sha256}
             self._recover()
             for name, study in studies.items():
                 if not study.trials:
@@ -858,6 +862,7 @@ class Coordinator:
             job_id=job_id, spec=self.spec, results=self.results, progress=self._progress,
             experiment_id=self.tracker.experiment_id, job_run_id=self.tracker.job_run_id,
             export=export, leaderboard=board, seconds=time.monotonic() - started,
+            problem=self.problem,
         )
 
 

@@ -178,7 +178,9 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
     path.write_text(export_text)
     board = jsonable(outcome.leaderboard)
     result: dict[str, Any] = {
-        "versions": library_versions(),  # protocol point 8: what makes it re-runnable
+        # Protocol point 8, what makes it re-runnable: versions and the problem instance.
+        "versions": library_versions(),
+        "problem": outcome.problem,
         "export": jsonable(outcome.export),
         "leaderboard": board,
         "seconds": outcome.seconds,

@@ -539,6 +539,15 @@ _VERSIONED = ("torch", "optuna", "ray", "mlflow", "numpy", "scipy", "scikit-lear
               "matplotlib", "tuner")
 
 
+def _problem_text(problem: Mapping[str, Any] | None) -> str:
+    if not problem:
+        return "not recorded"
+    digest = problem.get("data_sha256")
+    return (f"task {problem.get('task')}, {problem.get('train_size')} training and "
+            f"{problem.get('val_size')} validation examples, data SHA-256 "
+            f"{digest if digest else 'not computable (not a TensorDataset)'}")
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that decide a result (REFERENCE.md protocol 8)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -752,6 +761,7 @@ def render_html(job_id: int, spec: Mapping[str, Any], result: Mapping[str, Any],
         summary=summary, table=table, protocol=escape(protocol_text(spec)),
         warnings=warn_html, tunability=tun_table, figures=figs, notes=note_html,
         versions=escape(version_text), version_origin=version_origin,
+        problem=escape(_problem_text(result.get("problem"))),
         spec=escape(spec_yaml), shuffles=(next(iter(facts["optimizers"].values()), {})
                                           .get("tunability", {}).get("curve", {})
                                           .get("shuffles", SHUFFLES)),
@@ -801,6 +811,7 @@ and late. "std across seeds" is the spread of the final re-runs (sensitivity to 
 {figures}
 <h2>Re-running this job</h2>
 <p>Library versions ({version_origin}): {versions}.</p>
+<p>Problem instance: {problem}.</p>
 <p>The job file (<code>tuner run job.yaml</code> with the same seed on the same hardware gives
 the same trials):</p>
 <pre>{spec}</pre>

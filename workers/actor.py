@@ -37,6 +37,7 @@ class WorkerInfo:
     train_size: int
     val_size: int
     metrics: list[str]
+    data_sha256: str | None = None  # the problem instance (REFERENCE.md protocol point 8)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class _Worker:
             train_size=len(task.train),  # type: ignore[arg-type]
             val_size=len(task.val),  # type: ignore[arg-type]
             metrics=reported_metrics(task.metrics),
+            data_sha256=_fingerprint(task),
         )
 
     def start(self, key: str, config: dict[str, Any], *, seed: int, epochs: int,
@@ -116,6 +118,23 @@ class _Worker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _fingerprint(task: Any) -> str | None:
+    """SHA-256 of a task's training and validation tensors: the same digest means the same
+    data and split. ``None`` for data that is not a ``TensorDataset``."""
+    import hashlib
+
+    from torch.utils.data import TensorDataset
+
+    digest = hashlib.sha256()
+    for dataset in (task.train, task.val):
+        if not isinstance(dataset, TensorDataset):
+            return None
+        for tensor in dataset.tensors:
+            digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _pick_device() -> Any:

@@ -76,6 +76,8 @@ def test_report_prints_the_leaderboard_and_writes_html_with_pngs(tmp_path: Path)
     assert "seeds 42–44" in html
     assert "epoch (s) at target 0.9" in html
     assert "task: digits-logreg" in html  # the job file, for re-running it
+    assert "Problem instance: task digits-logreg, 1437 training and 360 validation examples, " \
+        "data SHA-256 " in html
 
 
 def test_a_rosenbrock_job_gets_the_landscape_plot(tmp_path: Path) -> None:

@@ -104,3 +104,22 @@ def test_time_to_target_is_recorded_per_trial_and_per_final_run() -> None:
     assert all(1 <= run.data.metrics["epoch_at_target"] <= 6 for run in runs)
     row = outcome.leaderboard[0]
     assert row["target_reached"] == "2/2" and 1 <= row["target_epoch"] <= 6
+
+
+def test_the_problem_instance_is_stored_with_the_result() -> None:
+    from tuner import store
+
+    settings = get_settings()
+    digests = {}
+    for task in ("digits-logreg", "digits-mlp", "rosenbrock"):
+        spec = parse_job({**BASE, "name": task, "task": task, "trials": 1, "epochs": 1})
+        job_id = create_local_job(settings, spec)
+        outcome = run_job(settings, job_id, spec)
+        with store.session_scope(settings.database_url) as session:
+            problem = store.get_job(session, job_id).result["problem"]
+        assert problem == outcome.problem
+        assert problem["task"] == task and len(problem["data_sha256"]) == 64
+        digests[task] = problem["data_sha256"]
+    # The digits tasks share their data and split; the landscape has its own.
+    assert digests["digits-logreg"] == digests["digits-mlp"] != digests["rosenbrock"]
+    assert outcome.problem["train_size"] == 64
