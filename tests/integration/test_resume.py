@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -38,15 +40,17 @@ def _tuner(*args: str) -> list[str]:
 
 
 def _running_trials(db_url: str) -> int:
-    try:
-        names = optuna.get_all_study_names(db_url)
-    except Exception:  # noqa: BLE001 - the tables do not exist yet
+    """RUNNING trials, read with plain SQL: opening an Optuna storage here would create
+    Optuna's tables, racing the tuner process that is creating them."""
+    path = db_url.removeprefix("sqlite:///")
+    if not os.path.exists(path):
         return 0
-    return sum(
-        len(optuna.load_study(study_name=n, storage=db_url).get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-        for n in names
-    )
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+            row = conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()
+    except sqlite3.OperationalError:  # the tables do not exist yet
+        return 0
+    return int(row[0])
 
 
 def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
