@@ -168,7 +168,7 @@ def load_optimizer(
         ``(optimizer, scheduler)``; ``scheduler`` is ``None`` for a constant learning rate.
         Step the scheduler once per epoch, as tuner did.
     """
-    from workers.trainer import build_optimizer
+    from tuner.optim import build_optimizer
 
     if isinstance(source, str | Path):
         path = Path(source)

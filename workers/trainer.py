@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from tuner.optim import build_optimizer
 from tuner.task import Task
 
-__all__ = ["EpochReport", "TrialRun", "build_optimizer", "seed_everything"]
+__all__ = ["EpochReport", "TrialRun", "seed_everything"]
 
 
 @dataclass
@@ -48,30 +49,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build_optimizer(
-    config: Mapping[str, Any], params: Any
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """Instantiate ``{"class": "torch.optim.X", "kwargs": {...}, "scheduler": {...}}``."""
-    optimizer_cls = _torch_attr(config["class"])
-    kwargs = dict(config.get("kwargs") or {})
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    optimizer = optimizer_cls(params, **kwargs)
-    scheduler = None
-    if config.get("scheduler"):
-        scheduler_cls = _torch_attr(config["scheduler"]["class"])
-        scheduler = scheduler_cls(optimizer, **config["scheduler"].get("kwargs", {}))
-    return optimizer, scheduler
-
-
-def _torch_attr(dotted: str) -> Any:
-    module_path, _, name = dotted.rpartition(".")
-    if module_path not in ("torch.optim", "torch.optim.lr_scheduler"):
-        raise ValueError(f"not a torch.optim class: {dotted!r}")
-    module = torch.optim if module_path == "torch.optim" else torch.optim.lr_scheduler
-    return getattr(module, name)
 
 
 class TrialRun:

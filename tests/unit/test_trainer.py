@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from tuner.optim import build_optimizer
 from tuner.task import Task
 from workers.tasks.digits import logreg
 from workers.tasks.landscapes import rosenbrock
-from workers.trainer import TrialRun, build_optimizer, seed_everything
+from workers.trainer import TrialRun, seed_everything
 
 CPU = torch.device("cpu")
 SGD = {"class": "torch.optim.SGD", "kwargs": {"lr": 0.1}, "batch_size": 64, "scheduler": None}
