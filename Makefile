@@ -25,6 +25,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check tuner workers search_spaces tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .tuner

@@ -55,74 +55,17 @@ METRIC, MODE = "val_loss", "min"
 def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
     t_imp = time.perf_counter()
     import mlflow  # noqa: F401
-    import optuna
-    import ray  # noqa: F401
+    import ray
     import torch  # noqa: F401
 
     import search_spaces  # noqa: F401
-    import tuner.coordinator as coord
+    import tuner.coordinator  # noqa: F401
     import tuner.jobs as jobs
-    import tuner.store as store
-    import tuner.tracking as tracking
     import workers.actor  # noqa: F401
     from tuner.config import get_settings
     from tuner.spec import parse_job
 
     imports_s = time.perf_counter() - t_imp
-
-    # Phase timers: wrap (in this process only) the functions a job goes through.
-    phases: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    timeline: list[tuple[str, float, float]] = []  # (label, start, end) after t0, first calls
-    train_s = [0.0]
-    t0 = time.perf_counter()
-
-    def timed(owner: Any, name: str, label: str) -> None:
-        original = getattr(owner, name)
-
-        def wrapper(*a: Any, **k: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return original(*a, **k)
-            finally:
-                end = time.perf_counter()
-                phases[label] = phases.get(label, 0.0) + end - t
-                counts[label] = counts.get(label, 0) + 1
-                if counts[label] <= 2:
-                    timeline.append((label.strip(), round(t - t0, 3), round(end - t0, 3)))
-
-        setattr(owner, name, wrapper)
-
-    timed(store, "upgrade", "jobs DB: alembic upgrade")
-    timed(jobs, "create_local_job", "create_local_job (total)")
-    timed(coord, "ensure_ray", "ray.init")
-    timed(coord, "open_storage", "Optuna RDBStorage open (creates its tables)")
-    timed(optuna, "create_study", "optuna.create_study")
-    timed(tracking.JobTracker, "__init__", "MLflow: MlflowClient (creates/migrates the SQLite store)")
-    timed(tracking.JobTracker, "start", "MLflow: store creation + experiment + job/optimizer runs")
-    timed(coord.Coordinator, "_start_workers", "start worker actors + describe()")
-    timed(coord.Coordinator, "run", "Coordinator.run (total)")
-    timed(ray, "kill", "  ray.kill (per worker)")
-    timed(coord.Coordinator, "_loop", "trial loop (ask -> train on actors -> tell)")
-    timed(coord.Coordinator, "_start_trial", "  driver: study.ask + queue MLflow run (per trial)")
-    timed(coord.Coordinator, "_outcome", "outcome: best trial, leaderboard, export")
-    timed(tracking.JobTracker, "_log_batch_now", "  MLflow thread: log_batch calls")
-    timed(tracking.JobTracker, "finish_job", "MLflow: finish_job (flush, artifacts, end runs)")
-    timed(tracking.JobTracker, "close", "MLflow: close (flush the logging thread)")
-
-    original_finish = coord.Coordinator._finish
-
-    def finish(self: Any, slot: Any, state: str, **k: Any) -> None:
-        train_s[0] += sum(e.get("seconds", 0.0) for e in slot.epochs)
-        t = time.perf_counter()
-        try:
-            return original_finish(self, slot, state, **k)
-        finally:
-            label = "  driver: study.tell + queue MLflow end (per trial)"
-            phases[label] = phases.get(label, 0.0) + time.perf_counter() - t
-            counts[label] = counts.get(label, 0) + 1
-
-    coord.Coordinator._finish = finish  # type: ignore[method-assign]
 
     profiler = None
     if args.profile:
@@ -148,6 +91,7 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
         "max_concurrent": 2,
     }, source="bench")
     job_id = jobs.create_local_job(settings, spec)
+    create_s = time.perf_counter() - t0
     t_run = time.perf_counter()
     outcome = jobs.run_job(settings, job_id, spec)
     run_job_s = time.perf_counter() - t_run
@@ -156,6 +100,15 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
         profiler.disable()
         profiler.dump_stats(args.profile)
     progress = outcome.progress.optimizers[args.optimizer]
+    trials = outcome.results[args.optimizer].trials
+    # The coordinator reports when each of its phases ended (seconds since it started):
+    # read them as the time spent in each phase, in order.
+    phases = {"jobs DB + Optuna tables (create_local_job)": create_s}
+    previous = 0.0
+    for name, at in outcome.phases.items():
+        phases[f"coordinator: {name}"] = at - previous
+        previous = at
+    phases["recording: leaderboard, export, report, MLflow copy"] = run_job_s - outcome.seconds
     phases["run_job (total)"] = run_job_s
     t = time.perf_counter()
     ray.shutdown()
@@ -166,11 +119,10 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
         "trials_completed": progress.complete,
         "trials_other": progress.pruned + progress.diverged + progress.failed,
         "best": progress.best,
-        "train_seconds": train_s[0],
+        "train_seconds": sum(t.seconds for t in trials),
         "shutdown_seconds": shutdown_s,
         "phases": phases,
-        "phase_calls": counts,
-        "timeline": sorted(timeline, key=lambda e: e[1]),
+        "phase_ends": dict(outcome.phases),
     }
 
 
@@ -201,7 +153,7 @@ def _trainable(config: dict[str, Any]) -> None:
     batch_size = config["batch_size"]
     generator = torch.Generator().manual_seed(0)
     train_seconds = 0.0
-    for epoch in range(1, config["epochs"] + 1):
+    for _epoch in range(1, config["epochs"] + 1):
         started = time.perf_counter()
         model.train()
         total = 0.0

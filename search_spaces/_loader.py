@@ -190,14 +190,14 @@ def _read(path: Path) -> tuple[SearchSpace | None, list[str]]:
                 f"{where}: params: beta1 and beta2 go together (torch's betas); give both"
             )
         if kwargs is not None:
-            problems.extend(_check_names(where, cls, kwargs, raw_params, fixed))
+            problems.extend(_check_names(where, str(cls), kwargs, raw_params, fixed))
     if problems:
         return None, problems
     return (
         SearchSpace(
             name=doc["name"].strip(),
             description=doc["description"].strip(),
-            torch_class=cls.strip(),
+            torch_class=str(cls).strip(),
             path=path,
             fixed=dict(fixed),
             params=params,
@@ -242,11 +242,11 @@ def _torch_kwargs(cls: str) -> tuple[set[str] | None, str | None]:
         return isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
 
     obj = getattr(torch.optim, cls, None)
-    if not is_optimizer(obj) or obj is torch.optim.Optimizer:
+    if obj is None or not is_optimizer(obj) or obj is torch.optim.Optimizer:
         names = sorted(
             n
             for n in dir(torch.optim)
             if not n.startswith("_") and is_optimizer(getattr(torch.optim, n)) and n != "Optimizer"
         )
         return None, f"unknown torch.optim class {cls!r}; available: {', '.join(names)}"
-    return set(inspect.signature(obj.__init__).parameters), None
+    return set(inspect.signature(obj).parameters), None

@@ -64,6 +64,13 @@ class ParamSpec:
         return f"one_minus_{self.name}" if self.one_minus else self.name
 
     @property
+    def bounds(self) -> tuple[float | int, float | int]:
+        """``(low, high)`` of a number parameter."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.name}: a {self.kind} parameter has no low/high")
+        return self.low, self.high
+
+    @property
     def is_constant(self) -> bool:
         """True when the parameter has a single choice: it is a constant, not sampled."""
         return self.kind == "categorical" and self.choices is not None and len(self.choices) == 1
@@ -77,9 +84,11 @@ class ParamSpec:
         )
 
         if self.kind == "float":
-            return FloatDistribution(float(self.low), float(self.high), log=self.log)  # type: ignore[arg-type]
+            low, high = self.bounds
+            return FloatDistribution(float(low), float(high), log=self.log)
         if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
+            low, high = self.bounds
+            return IntDistribution(int(low), int(high), log=self.log)
         return CategoricalDistribution(list(self.choices or ()))
 
     def value(self, raw: Any) -> Any:
@@ -159,12 +168,12 @@ def value_problem(name: str, v: Any) -> str | None:
 
 
 def _range_problems(spec: ParamSpec) -> list[str]:
-    low, high = spec.low, spec.high
-    if low > high:  # type: ignore[operator]
+    low, high = spec.bounds
+    if low > high:
         return [f"`low <= high` must hold, but got low={low!r}, high={high!r}"]
-    if spec.log and low <= 0:  # type: ignore[operator]
+    if spec.log and low <= 0:
         return [f"a log range must be > 0, but got low={low!r}"]
-    if spec.one_minus and high > 1:  # type: ignore[operator]
+    if spec.one_minus and high > 1:
         return [f"one_minus: q = 1 - {spec.name} must lie in (0, 1], but got high={high!r}"]
     if not spec.one_minus:
         for key, v in (("low", low), ("high", high)):
@@ -297,8 +306,9 @@ def _override_range(spec: ParamSpec, raw: Mapping[str, Any]) -> tuple[ParamSpec 
                 "log cannot be turned off (use choices for fixed values)"
             ]
         # Work in value space, where the user's numbers live: value = 1 - q.
-        v_low = raw.get("low", _round(1.0 - float(spec.high)))  # type: ignore[arg-type]
-        v_high = raw.get("high", _round(1.0 - float(spec.low)))  # type: ignore[arg-type]
+        q_low, q_high = spec.bounds
+        v_low = raw.get("low", _round(1.0 - float(q_high)))
+        v_high = raw.get("high", _round(1.0 - float(q_low)))
         for key, v in (("low", v_low), ("high", v_high)):
             if key in raw and not 0 <= v < 1:
                 return None, [f"{spec.name} must lie in [0, 1), but got {key}={v!r}"]
@@ -315,7 +325,7 @@ def _override_range(spec: ParamSpec, raw: Mapping[str, Any]) -> tuple[ParamSpec 
         return new, []
     low, high = raw.get("low", spec.low), raw.get("high", spec.high)
     if spec.kind == "float":
-        low, high = float(low), float(high)  # type: ignore[arg-type]
+        low, high = float(low), float(high)
     new = ParamSpec(spec.name, spec.kind, low=low, high=high, log=raw.get("log", spec.log))
     problems = _range_problems(new)
     return (None, problems) if problems else (new, [])

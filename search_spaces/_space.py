@@ -227,13 +227,12 @@ def _nearest(p: ParamSpec, target: Any) -> Any:
         if not numeric:
             return choices[0]
         return min(numeric, key=lambda c: abs(c - target))
+    if p.low is None or p.high is None:
+        raise ValueError(f"{p.name}: a {p.kind} parameter needs low and high")
     low, high = p.low, p.high
     if isinstance(target, bool) or not isinstance(target, int | float):
-        if p.log:
-            center = math.sqrt(low * high)  # type: ignore[operator]
-        else:
-            center = (low + high) / 2  # type: ignore[operator]
+        center = math.sqrt(low * high) if p.log else (low + high) / 2
         return round(center) if p.kind == "int" else center
     t = _round(1.0 - target) if p.one_minus else target
-    t = min(max(t, low), high)  # type: ignore[type-var]
+    t = min(max(t, low), high)
     return int(round(t)) if p.kind == "int" else float(t)

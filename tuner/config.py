@@ -6,7 +6,8 @@
 | ``MLFLOW_TRACKING_URI`` | ``sqlite:///.tuner/mlflow.db``     | ``http://mlflow:5000``       |
 | ``RAY_ADDRESS``         | unset: a local Ray is started    | ``head:6379``, ``auto``        |
 | ``TUNER_API_TOKEN``     | unset                            | a secret                     |
-| ``TUNER_MAX_JOBS``      | 2: jobs ``tuner serve`` runs at once (read by tuner.service)   |
+| ``TUNER_MAX_JOBS``      | 2: jobs ``tuner serve`` runs at once                          |
+| ``TUNER_DEBUG``         | unset: one-line errors; ``1`` shows tracebacks                |
 | ``TUNER_URL``           | unset: the local store (``--server``) | ``http://host:8000``  |
 """
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tuner.errors import TunerError
 
 __all__ = ["Settings", "get_settings"]
 
@@ -35,6 +38,14 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"))
     api_token: str | None = Field(default=None, validation_alias=AliasChoices("TUNER_API_TOKEN"))
+    max_jobs: int = Field(
+        default=2, ge=1, validation_alias=AliasChoices("TUNER_MAX_JOBS"),
+        description="How many jobs `tuner serve` runs at once.",
+    )
+    debug: bool = Field(
+        default=False, validation_alias=AliasChoices("TUNER_DEBUG"),
+        description="Show tracebacks instead of one-line errors (the CLI's --debug).",
+    )
 
     @property
     def database_url(self) -> str:
@@ -60,4 +71,16 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of the environment now.
+
+    Raises:
+        TunerError: a variable has a value it cannot take, naming it and what is allowed.
+    """
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            problems.append(f"{name}: got {error.get('input')!r}; {error['msg']}")
+        raise TunerError("; ".join(problems)) from None

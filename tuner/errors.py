@@ -11,8 +11,9 @@ red line and exits 1, the REST API answers with the same text.
      ├── TaskError(TunerError, LookupError)        an unknown or broken task
      ├── JobNotFoundError(TunerError, LookupError) no job with that id in this store
      ├── JobStateError(TunerError, RuntimeError)   the job is not in a state that allows it
- └── JobInterrupted(TunerError, RuntimeError)  the process running a job is stopping; the
-                                                job goes back to the queue
+     │    └── JobCancelled(JobStateError)      the job was cancelled while it ran
+     └── JobInterrupted(TunerError, RuntimeError)  the process running a job is stopping; the
+                                                   job goes back to the queue
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class JobNotFoundError(TunerError, LookupError):
 
 class JobStateError(TunerError, RuntimeError):
     """The job's state does not allow the requested operation."""
+
+
+class JobCancelled(JobStateError):
+    """The job was cancelled while it ran (``tuner cancel``, the API, or Ctrl-C)."""
 
 
 class JobInterrupted(TunerError, RuntimeError):

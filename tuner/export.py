@@ -33,7 +33,7 @@ from tuner.errors import TunerError
 if TYPE_CHECKING:
     import torch
 
-    from tuner.coordinator import OptimizerResult
+    from tuner.results import OptimizerResult
     from tuner.spec import JobSpec
 
 __all__ = ["FORMATS", "build_export", "load_optimizer", "render_export"]

@@ -1,28 +1,36 @@
 """Run a stored job: the one path shared by ``tuner run``, ``tuner demo`` and the service.
 
 It moves the job through its states in the jobs table, runs the coordinator, keeps the
-job's per-optimizer progress current (at most once a second), and stores the result: the
-leaderboard and export in the table, and the export file and leaderboard as artifacts of
-the job's MLflow run.
+job's per-optimizer progress current (at most once a second), turns the search result into
+the job's outcome (the leaderboard, :mod:`tuner.statistics`; the export, :mod:`tuner.export`)
+and stores it: the leaderboard, export and report in the table and on disk, and their copies
+and each optimizer's summary in the job's MLflow runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.config import Settings
-from tuner.coordinator import Coordinator, JobCancelled, JobOutcome, JobProgress
-from tuner.errors import JobInterrupted
-from tuner.export import render_export
+from tuner.errors import JobCancelled, JobInterrupted
+from tuner.export import build_export, render_export
+from tuner.results import JobOutcome, JobProgress, SearchResult
 from tuner.spec import JobSpec
+from tuner.statistics import leaderboard
 
-__all__ = ["cancel_check", "create_local_job", "export_path", "report_dir", "run_job"]
+if TYPE_CHECKING:
+    from tuner.cluster import WarmWorkers
+
+__all__ = [
+    "cancel_check", "create_local_job", "export_path", "outcome_of", "report_dir", "run_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +39,7 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") 
     """Record a job that this process runs (``running`` at once: no server may claim it)
     and return its id, for :func:`run_job`."""
     from tuner import store
-    from tuner.coordinator import open_storage
+    from tuner.studies import open_storage
 
     settings.ensure_home()
     store.upgrade(settings.database_url)
@@ -84,14 +92,18 @@ def run_job(
     on_progress: Callable[[JobProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    warm: WarmWorkers | None = None,
 ) -> JobOutcome:
     """Run job ``job_id`` to its end and record it. Raises what the coordinator raised.
 
     Args:
         should_cancel: ``True`` cancels the job (state ``cancelled``).
         should_stop: ``True`` interrupts it: back to ``queued``, to resume later.
+        warm: A server's idle workers, reused when they fit the job.
     """
     from tuner import store
+    from tuner.coordinator import Coordinator
+    from tuner.tracking import JobTracker
 
     url = settings.database_url
     with store.session_scope(url) as session:
@@ -101,6 +113,8 @@ def run_job(
         if job.state != store.JobState.RUNNING:
             store.set_state(session, job, store.JobState.RUNNING)
 
+    tracker: JobTracker | None = None
+    coordinator: Coordinator | None = None
     last_saved = 0.0
     linked = False
 
@@ -113,49 +127,88 @@ def run_job(
             last_saved = now
             with store.session_scope(url) as session:
                 store.update_progress(session, job_id, snapshot.to_dict())
-                tracker = getattr(coordinator, "tracker", None)
                 if not linked and tracker is not None and tracker.job_run_id:
                     # A running job already links to its MLflow runs (tuner ui, the API).
                     store.set_mlflow(session, job_id, experiment_id=tracker.experiment_id,
                                      run_id=tracker.job_run_id)
                     linked = True
 
-    coordinator = Coordinator(settings, on_progress=progress, should_cancel=should_cancel,
-                              should_stop=should_stop)
-
-    def last_progress() -> dict[str, Any] | None:
-        snapshot = getattr(coordinator, "_progress", None)
-        return snapshot.to_dict() if snapshot is not None else None
+    def end(state: Any, mlflow_status: str, **why: Any) -> None:
+        """MLflow's job run ends first, then the jobs table says the job ended."""
+        if tracker is not None:
+            if tracker.job_run_id:
+                started = tracker
+                _best_effort(lambda: started.finish_job(status=mlflow_status, metrics={}),
+                             job_id)
+            tracker.close()
+        progress_now = coordinator.progress.to_dict() if coordinator is not None else None
+        _end(url, job_id, state, progress=progress_now, **why)
 
     try:
-        outcome = coordinator.run(job_id, spec)
+        tracker = JobTracker(settings.tracking_uri, settings.artifact_root, job_id=job_id,
+                             job_name=spec.name)
+        coordinator = Coordinator(settings, job_id, spec, tracker, on_progress=progress,
+                                  should_cancel=should_cancel, should_stop=should_stop,
+                                  warm=warm)
+        search = coordinator.run()
     except JobCancelled as e:
-        _end(url, job_id, store.JobState.CANCELLED, message=str(e), progress=last_progress())
+        end(store.JobState.CANCELLED, "KILLED", message=str(e))
         raise
     except KeyboardInterrupt:
-        _end(url, job_id, store.JobState.CANCELLED, message="interrupted (Ctrl-C)",
-             progress=last_progress())
+        end(store.JobState.CANCELLED, "KILLED", message="interrupted (Ctrl-C)")
         raise
     except JobInterrupted as e:
-        _end(url, job_id, store.JobState.QUEUED, message=str(e), progress=last_progress())
+        # Back to the queue; its MLflow run is taken up again when the job resumes.
+        end(store.JobState.QUEUED, "KILLED", message=str(e))
         raise
     except BaseException as e:
-        _end(url, job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}",
-             progress=last_progress())
+        end(store.JobState.FAILED, "FAILED", error=f"{type(e).__name__}: {e}")
         raise
-
-    tracker = coordinator.tracker
     try:
+        outcome = outcome_of(search)
+        _log_optimizers(tracker, outcome)
         result = _record(settings, job_id, spec, outcome)
     except BaseException as e:
-        _end(url, job_id, store.JobState.FAILED,
-             error=f"recording the results failed: {type(e).__name__}: {e}")
-        _best_effort(lambda: tracker.finish_job(status="FAILED", metrics={}), job_id)
+        end(store.JobState.FAILED, "FAILED",
+            error=f"recording the results failed: {type(e).__name__}: {e}")
         raise
     # The jobs table holds the result; MLflow gets its copy, and an MLflow outage now
     # never turns a finished job into a failed one.
     _best_effort(lambda: _log_to_mlflow(tracker, spec, result), job_id)
+    tracker.close()
     return outcome
+
+
+def outcome_of(search: SearchResult) -> JobOutcome:
+    """A finished search ranked (the leaderboard) and exported."""
+    board = leaderboard(search.spec, search.results, search.progress)
+    export = build_export(search.job_id, search.spec, search.results, board)
+    found = {f.name: getattr(search, f.name) for f in dataclasses.fields(search)}
+    return JobOutcome(**found, export=export, leaderboard=board)
+
+
+def _log_optimizers(tracker: Any, outcome: JobOutcome) -> None:
+    """Each optimizer run's summary: best and final metrics, rank, best setting, headline."""
+    metric = outcome.spec.metric
+    for row in outcome.leaderboard:
+        name = row["optimizer"]
+        result = outcome.results[name]
+        metrics = {f"best_{metric}": row["best"], f"final_mean_{metric}": row["mean"],
+                   f"final_std_{metric}": row["std"], "rank": row["rank"]}
+        tracker.log_optimizer(
+            name, metrics={k: v for k, v in metrics.items() if v is not None},
+            params={f"best.{k}": v for k, v in (result.hyperparameters or {}).items()},
+            headline=_headline(row),
+        )
+
+
+def _headline(row: dict[str, Any]) -> str:
+    """``#1 0.9739±0.0054`` (final mean ± std) or ``#3 best 0.97`` without final runs."""
+    if row["mean"] is not None:
+        return f"#{row['rank']} {row['mean']:.4g}±{row['std']:.2g}"
+    if row["best"] is not None:
+        return f"#{row['rank']} best {row['best']:.4g}"
+    return f"#{row['rank']} no result"
 
 
 def _best_effort(call: Callable[[], None], job_id: int) -> None:
@@ -181,6 +234,7 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
         # Protocol point 8, what makes it re-runnable: versions and the problem instance.
         "versions": library_versions(),
         "problem": outcome.problem,
+        "lr_range": jsonable(outcome.lr_range),
         "export": jsonable(outcome.export),
         "leaderboard": board,
         "seconds": outcome.seconds,

@@ -20,7 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.results import is_finite
 from tuner.spec import study_name
+from tuner.statistics import report_facts
 
 if TYPE_CHECKING:
     import optuna
@@ -35,6 +37,7 @@ __all__ = [
     "plot_convergence",
     "plot_importance",
     "plot_landscape",
+    "plot_lr_range",
     "plot_lr_sensitivity",
     "plot_seed_sensitivity",
     "plot_tunability",
@@ -72,10 +75,6 @@ def metric_label(metric: str, mode: str) -> str:
     return f"{metric} ({'lower' if mode == 'min' else 'higher'} is better)"
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
@@ -97,7 +96,7 @@ def _title(spec: Mapping[str, Any], what: str) -> str:
 def _log_scale(values: Sequence[float], mode: str) -> bool:
     """Log y for a non-negative metric to minimize whose positive values span more than two
     decades (losses, distances to a minimum); accuracies stay linear."""
-    finite = [v for v in values if _finite(v)]
+    finite = [v for v in values if is_finite(v)]
     positive = [v for v in finite if v > 0]
     return (mode == "min" and bool(positive) and min(finite) >= 0
             and max(positive) / min(positive) > 100)
@@ -106,7 +105,7 @@ def _log_scale(values: Sequence[float], mode: str) -> bool:
 def _set_log_y(ax: Axes, values: Sequence[float]) -> None:
     """Log y; symmetric-log below the smallest positive value when some values are exactly 0
     (a run that reached the minimum exactly must stay visible)."""
-    finite = [v for v in values if _finite(v)]
+    finite = [v for v in values if is_finite(v)]
     if any(v == 0 for v in finite):
         floor = min(v for v in finite if v > 0)
         ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(floor)))
@@ -148,7 +147,7 @@ def _final_curves(o: Mapping[str, Any], metric: str) -> tuple[list[list[float]],
             continue
         curve = (final.get("curves") or {}).get(metric) or []
         if curve:
-            curves.append([float(v) if _finite(v) else math.nan for v in curve])
+            curves.append([float(v) if is_finite(v) else math.nan for v in curve])
     return curves, lost
 
 
@@ -193,8 +192,8 @@ def plot_convergence(spec: Mapping[str, Any], result: Mapping[str, Any], path: P
             ax.fill_between(epochs, low, high, color=colors[name], alpha=0.18, linewidth=0)
             label = f"{name} (n={n}" + (f", {lost[name]} diverged/failed left out)"
                                         if lost.get(name) else ")")
-            label = label if index == 0 else None
-            ax.plot(epochs, median, color=colors[name], linewidth=1.8, label=label)
+            ax.plot(epochs, median, color=colors[name], linewidth=1.8,
+                    label=label if index == 0 else None)
         if spec.get("target") is not None:
             ax.axhline(spec["target"], color="black", linestyle="--", linewidth=1,
                        label=f"target {spec['target']:g}" if index == 0 else None)
@@ -229,16 +228,16 @@ def plot_convergence(spec: Mapping[str, Any], result: Mapping[str, Any], path: P
 
 def _lr_range(o: Mapping[str, Any]) -> tuple[float, float] | None:
     lr = ((o.get("space") or {}).get("params") or {}).get("lr") or {}
-    if lr.get("type") == "float" and _finite(lr.get("low")) and _finite(lr.get("high")):
+    if lr.get("type") == "float" and is_finite(lr.get("low")) and is_finite(lr.get("high")):
         return float(lr["low"]), float(lr["high"])
     choices = lr.get("choices")
-    if choices and all(_finite(c) for c in choices):
+    if choices and all(is_finite(c) for c in choices):
         return float(min(choices)), float(max(choices))
     return None
 
 
 def _last(curve: Sequence[Any] | None) -> float | None:
-    finite = [v for v in curve or [] if _finite(v)]
+    finite = [v for v in curve or [] if is_finite(v)]
     return float(finite[-1]) if finite else None
 
 
@@ -256,7 +255,7 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
 
     metric, mode = spec["metric"], spec["mode"]
     names = [n for n in _names(result)
-             if any(_finite((t.get("hyperparameters") or {}).get("lr"))
+             if any(is_finite((t.get("hyperparameters") or {}).get("lr"))
                     for t in result["optimizers"][n].get("trials") or [])]
     if not names:
         return None
@@ -267,11 +266,11 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
         o = result["optimizers"][name]
         for t in o.get("trials") or []:
             lr = (t.get("hyperparameters") or {}).get("lr")
-            if _finite(lr) and lr > 0:
+            if is_finite(lr) and lr > 0:
                 lrs.append(lr)
             v = t.get("value") if t.get("state") == "COMPLETE" else (
                 _last(t.get("curve")) if t.get("state") == "PRUNED" else None)
-            if _finite(v):
+            if is_finite(v):
                 values.append(v)
         span = _lr_range(o)
         if span:
@@ -294,13 +293,13 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
         points: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in counts}
         for t in o.get("trials") or []:
             lr = (t.get("hyperparameters") or {}).get("lr")
-            if not (_finite(lr) and lr > 0):
+            if not (is_finite(lr) and lr > 0):
                 continue
             state = t.get("state", "FAIL")
             state = state if state in counts else "FAIL"
             counts[state] += 1
             if state == "COMPLETE":
-                y = t.get("value") if _finite(t.get("value")) else None
+                y = t.get("value") if is_finite(t.get("value")) else None
             elif state == "PRUNED":
                 y = _last(t.get("curve"))
             else:
@@ -317,10 +316,10 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], path
         ax.scatter(*points["FAIL"], marker="+", s=34, color="0.45", linewidth=1.2,
                    transform=trans, clip_on=False, zorder=4)
         best = (o.get("hyperparameters") or {}).get("lr")
-        if _finite(best) and _finite(o.get("best_value")):
+        if is_finite(best) and is_finite(o.get("best_value")):
             ax.scatter(best, o["best_value"], marker="*", s=150, color=color,
                        edgecolor="black", linewidth=0.8, zorder=5)
-            finals = [f.get("value") for f in o.get("finals") or [] if _finite(f.get("value"))]
+            finals = [f.get("value") for f in o.get("finals") or [] if is_finite(f.get("value"))]
             if finals:
                 # Every final re-run beside the star: the spread across seeds at this setting.
                 ax.vlines(best * 1.4, min(finals), max(finals), color="black", linewidth=1,
@@ -373,10 +372,8 @@ def plot_tunability(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
     """Left: expected best-so-far after k trials over random trial orders, with the 25–75%
     band (protocol 5; failures score the job's worst value). Right: the share of trials that
     completed, were pruned, diverged or failed, per optimizer. ``facts`` is
-    :func:`tuner.report.report_facts` (computed when not given)."""
+    :func:`tuner.statistics.report_facts` (computed when not given)."""
     import numpy as np
-
-    from tuner.report import report_facts
 
     metric, mode = spec["metric"], spec["mode"]
     facts = facts if facts is not None else report_facts(spec, result)
@@ -391,7 +388,7 @@ def plot_tunability(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
     for name in names:
         tun = facts["optimizers"][name]["tunability"]
         curve = tun["curve"]
-        if not curve["k"] or not all(_finite(v) for v in curve["mean"]):
+        if not curve["k"] or not all(is_finite(v) for v in curve["mean"]):
             continue
         k = np.asarray(curve["k"])
         left.fill_between(k, curve["low"], curve["high"], color=colors[name], alpha=0.13,
@@ -506,7 +503,7 @@ def plot_importance(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
                     fontsize=8.5, transform=ax.transAxes, wrap=True, color="0.35")
             ax.set_yticks([])
             continue
-        params = sorted(value, key=value.get)
+        params = sorted(value, key=lambda p: value[p])
         labels = [p.replace("one_minus_", "1 − ") for p in params]
         ax.barh(labels, [value[p] for p in params], color=colors[name], height=0.6)
         ax.set_xlim(0, 1)
@@ -547,14 +544,14 @@ def _start_point(kind: str, seed: Any) -> tuple[float, float] | None:
 def _best_path(o: Mapping[str, Any], mode: str) -> tuple[list[tuple[float, float]], Any]:
     """The positions of the optimizer's best final run (else of its best trial) and its seed."""
     finals = [f for f in o.get("finals") or []
-              if _finite(f.get("value")) and (f.get("curves") or {}).get("position")]
+              if is_finite(f.get("value")) and (f.get("curves") or {}).get("position")]
     if finals:
         best = (min if mode == "min" else max)(finals, key=lambda f: f["value"])
         positions, seed = best["curves"]["position"], best.get("seed")
     else:
         positions, seed = (o.get("best_curves") or {}).get("position") or [], None
     points = [(float(p[0]), float(p[1])) for p in positions
-              if p is not None and len(p) == 2 and _finite(p[0]) and _finite(p[1])]
+              if p is not None and len(p) == 2 and is_finite(p[0]) and is_finite(p[1])]
     return points, seed
 
 
@@ -594,7 +591,7 @@ def plot_landscape(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pat
     pad_x, pad_y = 0.15 * (x_hi - x_lo) + 0.2, 0.15 * (y_hi - y_lo) + 0.2
     x_lo, x_hi, y_lo, y_hi = x_lo - pad_x, x_hi + pad_x, y_lo - pad_y, y_hi + pad_y
     gx, gy = np.meshgrid(np.linspace(x_lo, x_hi, 400), np.linspace(y_lo, y_hi, 400))
-    z = f(gx, gy)
+    z = np.asarray(f(gx, gy))
     fig = _figure(8.8, 6.6)
     ax = fig.subplots()
     if kind == "rosenbrock":
@@ -654,8 +651,8 @@ def plot_seed_sensitivity(spec: Mapping[str, Any], result: Mapping[str, Any], pa
     for name in names:
         o = result["optimizers"][name]
         trials = [t["value"] for t in o.get("trials") or []
-                  if t.get("state") == "COMPLETE" and _finite(t.get("value"))]
-        finals = [f["value"] for f in o.get("finals") or [] if _finite(f.get("value"))]
+                  if t.get("state") == "COMPLETE" and is_finite(t.get("value"))]
+        finals = [f["value"] for f in o.get("finals") or [] if is_finite(f.get("value"))]
         if trials or finals:
             data[name] = (trials, finals)
     if not data:
@@ -727,3 +724,45 @@ def _std(values: Sequence[float]) -> float | None:
         return None
     mean = sum(values) / len(values)
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+# -- the learning-rate range test ------------------------------------------------------------
+
+
+def plot_lr_range(spec: Mapping[str, Any], result: Mapping[str, Any], path: Path, *,
+                  colors: Mapping[str, str] | None = None) -> Path | None:
+    """The learning-rate range test of each optimizer (``lr_range_test: true``): the smoothed
+    training loss against the growing rate, the blow-up point (x) and the range the study
+    then searched (shaded). ``None`` when the job ran no range test."""
+    found = result.get("lr_range") or {}
+    names = [n for n in _names(result) if n in found] or list(found)
+    if not names:
+        return None
+    colors = colors or optimizer_colors(names)
+    fig = _figure(9.5, 5.0)
+    ax = fig.subplots()
+    every: list[float] = []
+    for name in names:
+        r = found[name]
+        points = [(lr, loss) for lr, loss in zip(r.get("lrs") or [], r.get("losses") or [],
+                                                  strict=False) if is_finite(loss)]
+        if not points:
+            continue
+        lrs, losses = zip(*points, strict=True)
+        every.extend(losses)
+        ax.plot(lrs, losses, color=colors[name], linewidth=1.6,
+                label=f"{name}: searched up to {r['searched_high']:.3g}")
+        if r.get("blowup_lr") is not None:
+            ax.plot([r["blowup_lr"]], [losses[-1]], marker="x", markersize=9,
+                    color=colors[name], linestyle="none")
+        ax.axvspan(r["low"], r["searched_high"], color=colors[name], alpha=0.05, linewidth=0)
+    ax.set_xscale("log")
+    if _log_scale(every, "min"):
+        _set_log_y(ax, every)
+    ax.set_xlabel("learning rate (growing exponentially, one batch per step)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    _style(ax)
+    fig.suptitle(_title(spec, "Learning-rate range test (Smith 2017): x marks where the loss "
+                              "blew up"), fontsize=11)
+    return _save(fig, path)

@@ -24,27 +24,23 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
 
+from tuner.cluster import WarmWorkers
 from tuner.config import Settings
 from tuner.errors import TaskError, TunerError
 
 __all__ = [
-    "DEFAULT_MAX_JOBS",
     "MODULE_PATH_MESSAGE",
     "Service",
-    "max_jobs_from_env",
     "requeue_orphans",
     "service_task_problem",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: How many jobs one server runs at once unless ``TUNER_MAX_JOBS`` says otherwise.
-DEFAULT_MAX_JOBS = 2
 #: How often the loop looks for queued jobs, and a running job for its cancel flag.
 POLL_S = 0.5
 
@@ -67,16 +63,6 @@ def service_task_problem(task: str) -> str | None:
     except TaskError as e:
         return MODULE_PATH_MESSAGE if is_module_path(task) else f"task: {e}"
     return None
-
-
-def max_jobs_from_env() -> int:
-    """``TUNER_MAX_JOBS`` (default 2): how many jobs the server runs at once."""
-    raw = os.environ.get("TUNER_MAX_JOBS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_JOBS
-    if not raw.isdigit() or int(raw) < 1:
-        raise TunerError(f"TUNER_MAX_JOBS: got {raw!r}; allowed: a whole number >= 1")
-    return int(raw)
 
 
 def requeue_orphans(url: str, *, message: str) -> list[int]:
@@ -112,12 +98,13 @@ class Service:
 
     Args:
         settings: The jobs database, MLflow and Ray of the server.
-        max_jobs: Jobs run at once (``TUNER_MAX_JOBS``).
+        max_jobs: Jobs run at once (default: ``settings.max_jobs``, ``TUNER_MAX_JOBS``).
         poll_s: How often to look for queued jobs and cancel requests.
     """
 
-    def __init__(self, settings: Settings, *, max_jobs: int = DEFAULT_MAX_JOBS,
+    def __init__(self, settings: Settings, *, max_jobs: int | None = None,
                  poll_s: float = POLL_S) -> None:
+        max_jobs = settings.max_jobs if max_jobs is None else max_jobs
         if max_jobs < 1:
             raise TunerError(f"max_jobs: got {max_jobs}; allowed: >= 1")
         self.settings = settings
@@ -136,6 +123,8 @@ class Service:
         self._ray_started = False
         self._stopped = False
         self.ray_error: str | None = None
+        # The last job's idle workers, for the next job on the same task and resources.
+        self.warm = WarmWorkers()
         self.requeued: list[int] = []
 
     # -- life ------------------------------------------------------------------------------
@@ -143,7 +132,7 @@ class Service:
     def start(self) -> None:
         """Migrate the jobs table, requeue jobs left running, start the loop thread."""
         from tuner import store
-        from tuner.coordinator import open_storage
+        from tuner.studies import open_storage
 
         self.settings.ensure_home()
         store.upgrade(self.settings.database_url)
@@ -199,6 +188,7 @@ class Service:
             if self._ray_started:
                 import ray
 
+                self.warm.clear()
                 # Wait for the local Ray's processes to end: if the server exits right after
                 # a plain shutdown, the raylet's DashboardAgent and RuntimeEnvAgent can outlive
                 # it (Ray 2.60). Joined to a cluster, this only disconnects.
@@ -245,7 +235,7 @@ class Service:
                 self._ray_released.wait()
 
     def _start_ray(self) -> bool:
-        from tuner.coordinator import ensure_ray
+        from tuner.cluster import ensure_ray
 
         delay = 1.0
         while not self._stopping.is_set():
@@ -280,6 +270,8 @@ class Service:
         """
         import ray
 
+        from tuner.cluster import workers_that_fit
+
         with self._lock:
             if self._starting:
                 return False
@@ -288,10 +280,10 @@ class Service:
         resources = spec.get("resources") or {}
         cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
             resources.get("gpus_per_trial", 0))
-        total, free = ray.cluster_resources(), ray.available_resources()
-        fits = int(total.get("CPU", 0.0) // cpu) if cpu > 0 else 1
-        if gpu > 0:
-            fits = min(fits, int(total.get("GPU", 0.0) // gpu))
+        total, free = ray.cluster_resources(), dict(ray.available_resources())
+        for name, held in self.warm.held().items():  # kept workers give way to a new job
+            free[name] = free.get(name, 0.0) + held
+        fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
         if fits < 1:
             return True
         trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
@@ -341,8 +333,7 @@ class Service:
 
     def _run(self, job_id: int, spec_doc: dict[str, Any]) -> None:
         from tuner import store
-        from tuner.coordinator import JobCancelled
-        from tuner.errors import JobInterrupted, JobStateError
+        from tuner.errors import JobCancelled, JobInterrupted, JobStateError
         from tuner.jobs import cancel_check, run_job
         from tuner.spec import parse_job
 
@@ -364,7 +355,7 @@ class Service:
                     self._started_at = time.monotonic()
 
         try:
-            run_job(self.settings, job_id, spec, on_progress=on_progress,
+            run_job(self.settings, job_id, spec, on_progress=on_progress, warm=self.warm,
                     should_cancel=cancel_check(self.settings.database_url, job_id,
                                                every_s=self.poll_s),
                     should_stop=self._stopping.is_set)

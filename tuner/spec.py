@@ -80,6 +80,21 @@ class JobSpec(BaseModel):
     mode: Literal["min", "max"] = "min"
     sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
+    diverged_as: Literal["worst", "fail"] = Field(
+        default="worst",
+        description="What the sampler is told of a diverged trial: the study's worst value "
+                    "(it learns the region diverges) or a FAIL (invisible to it; an ablation).",
+    )
+    lr_range_test: bool = Field(
+        default=False,
+        description="Before the search, run a learning-rate range test (Smith 2017) per "
+                    "optimizer and lower each `lr` range's upper end to where the loss blew up.",
+    )
+    reproducible: bool = Field(
+        default=False,
+        description="Same seed, task and max_concurrent give the same trials: trial n is "
+                    "asked only after every earlier trial of its study was told.",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
     final_seeds: int = Field(default=3, ge=0, le=1000, strict=True)
     resources: Resources = Field(default_factory=Resources)

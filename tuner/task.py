@@ -123,6 +123,13 @@ BUILTIN_TASKS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
         "the 2-D Rosenbrock valley, minimum 0 at (1, 1)",
         ("distance",),
     ),
+    "quadratic-deep": (
+        "workers.tasks.quadratic:quadratic_deep",
+        "convex",
+        "DeepOBS's noisy 100-D quadratic (eigenvalues 90 x U(0,1), 10 x U(30,60)); "
+        "GD diverges above lr = 2/lambda_max ~ 0.034",
+        ("distance",),
+    ),
     "rastrigin": (
         "workers.tasks.landscapes:rastrigin",
         "non-convex",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,11 +65,7 @@ class JobTracker:
 
     def __init__(self, tracking_uri: str, artifact_root: str | None, *, job_id: int,
                  job_name: str) -> None:
-        from mlflow import MlflowClient
-
-        # MLflow announces the creation of its tables at INFO; the progress bars are enough.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._client: Any = None  # made on first use: importing MLflow takes seconds
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.job_id = job_id
@@ -83,6 +79,18 @@ class JobTracker:
         self._lock = threading.Lock()
         self.errors: list[str] = []
         self.resumed = False
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client (``mlflow.MlflowClient``), created on first use."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            # MLflow announces the creation of its tables at INFO (its import sets the
+            # level); the progress bars are enough.
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
 
     # -- the job and its optimizers (synchronous: done once, before any trial) -------------
 
@@ -182,7 +190,7 @@ class JobTracker:
 
         self._submit(create)
 
-    def run_finished(self, key: str, *, state: str, epochs: list[Mapping[str, Any]],
+    def run_finished(self, key: str, *, state: str, epochs: Sequence[Mapping[str, Any]],
                      tags: Mapping[str, str] | None = None,
                      summary: Mapping[str, float] | None = None) -> None:
         """Log a run's per-epoch metrics in one batch and end it with its final state.
@@ -228,6 +236,11 @@ class JobTracker:
         return self._runs.get(key)
 
     # -- the end ---------------------------------------------------------------------------
+
+    def log_job_params(self, params: Mapping[str, Any]) -> None:
+        """Add parameters to the job run (e.g. what the learning-rate range test found)."""
+        run_id = self.job_run_id
+        self._submit(lambda: self._log_batch_now(run_id, params=params))
 
     def log_optimizer(self, optimizer: str, *, metrics: Mapping[str, float],
                       params: Mapping[str, Any], headline: str | None = None,

@@ -96,6 +96,17 @@ class _Worker:
         self._key, self._budget = key, budget
         return self.advance(key, epochs=epochs)
 
+    def range_test(self, config: dict[str, Any], *, seed: int, low: float,
+                   high: float) -> dict[str, Any]:
+        """The learning-rate range test of one optimizer (:mod:`workers.range_test`)."""
+        from workers.range_test import range_test
+        from workers.trainer import seed_everything
+
+        seed_everything(seed)
+        found = range_test(self._factory(seed), config, seed=seed, device=self._device,
+                           low=low, high=high)
+        return found.to_dict()
+
     def advance(self, key: str, *, epochs: int) -> StepResult:
         """Train up to ``epochs`` more epochs of the current trial."""
         if key != self._key or self._run is None:

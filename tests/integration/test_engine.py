@@ -26,8 +26,8 @@ from mlflow.entities import ViewType
 
 from tuner import TaskError, load_optimizer, parse_job, store
 from tuner.config import Settings, get_settings
-from tuner.coordinator import JobOutcome
 from tuner.jobs import create_local_job, export_path, run_job
+from tuner.results import JobOutcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 
@@ -52,7 +52,7 @@ def submit(document: dict[str, Any]) -> tuple[Settings, int, Any, JobOutcome]:
 
 
 def lost(trial: optuna.trial.FrozenTrial) -> bool:
-    return str(trial.user_attrs.get("reason", "")).startswith("worker died")
+    return trial.user_attrs.get("tuner_state") == "LOST"
 
 
 def studies(settings: Settings, job_id: int, spec: Any) -> dict[str, optuna.Study]:
@@ -63,10 +63,9 @@ def studies(settings: Settings, job_id: int, spec: Any) -> dict[str, optuna.Stud
 
 
 def tuner_state(trial: optuna.trial.FrozenTrial) -> str:
-    """The state tuner records: Optuna's, but a diverged FAIL says DIVERGED."""
-    if trial.state == optuna.trial.TrialState.FAIL:
-        return "DIVERGED" if trial.user_attrs.get("tuner_state") == "DIVERGED" else "FAIL"
-    return trial.state.name
+    """The outcome tuner records (COMPLETE, PRUNED, DIVERGED, FAIL or LOST); Optuna's state
+    says how the sampler saw it (a diverged trial is told as a result, see the ledger)."""
+    return str(trial.user_attrs.get("tuner_state", trial.state.name))
 
 
 def job_row(settings: Settings, job_id: int) -> Any:

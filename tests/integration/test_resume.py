@@ -21,6 +21,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from tuner.results import TrialOutcome
+
 pytestmark = pytest.mark.integration
 
 JOB = {
@@ -109,7 +111,7 @@ def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
         for t in trials:
             run = trial_runs[(name, t.number)]
             assert run.info.status in ("FINISHED", "FAILED")
-            expected = t.user_attrs.get("tuner_state")
+            expected = TrialOutcome(t.user_attrs["tuner_state"]).mlflow_state
             assert run.data.tags["tuner.state"] == expected
             if t in lost:
                 assert run.data.tags["tuner.reason"] == "coordinator restarted"

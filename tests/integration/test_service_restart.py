@@ -34,6 +34,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tests.integration.test_cluster import processes_with, stop_processes
+from tuner.results import TrialOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -245,7 +246,7 @@ def check_nothing_lost(job: dict[str, Any], db_url: str, tracking_uri: str,
         assert len(trials) - len(lost) == JOB["trials"], [
             (t.number, t.state, t.user_attrs) for t in trials]
         for t in lost:
-            assert t.state == TrialState.FAIL and t.user_attrs["tuner_state"] == "FAIL"
+            assert t.state == TrialState.FAIL and t.user_attrs["tuner_state"] == "LOST"
             reruns = [u for u in trials if u.user_attrs.get("rerun_of") == t.number]
             assert len(reruns) == 1, (t.number, [u.user_attrs for u in trials])
             # A trial killed while it was asked has some parameters only; Optuna samples the
@@ -256,8 +257,9 @@ def check_nothing_lost(job: dict[str, Any], db_url: str, tracking_uri: str,
             assert len(recorded) == 1, (name, t.number, [r.info.run_id for r in recorded])
             run = recorded[0]
             assert run.info.status in ("FINISHED", "FAILED", "KILLED"), run.info.status
-            assert run.data.tags["tuner.state"] == t.user_attrs["tuner_state"], (
-                name, t.number, run.data.tags, t.user_attrs)
+            assert run.data.tags["tuner.state"] == TrialOutcome(
+                t.user_attrs["tuner_state"]).mlflow_state, (name, t.number, run.data.tags,
+                                                            t.user_attrs)
             if t in lost:
                 assert run.data.tags.get("tuner.reason") == reason
         numbers = {t.number for t in trials}

@@ -17,10 +17,10 @@ import yaml
 
 import search_spaces
 from tuner import TunerError, load_optimizer
-from tuner.coordinator import FinalRun, JobProgress, OptimizerProgress, OptimizerResult
 from tuner.export import FORMATS, build_export, render_export
-from tuner.report import leaderboard
+from tuner.results import FinalRun, JobProgress, OptimizerProgress, OptimizerResult
 from tuner.spec import parse_job
+from tuner.statistics import leaderboard
 
 NAMES = search_spaces.available()
 TRAIN_SIZE = 1437

@@ -1,7 +1,7 @@
 """The report's statistics (tuner.report) and figures (tuner.plots) on hand-made results.
 
 Both are pure functions over a job's stored ``result``; the dicts here have its exact shape
-(see tuner.coordinator.OptimizerResult.to_dict and tuner.jobs.run_job). A real job's report
+(see tuner.results.OptimizerResult.to_dict and tuner.jobs.run_job). A real job's report
 is tested in tests/integration/test_report.py.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tuner import plots, report
+from tuner import plots, report, statistics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def _result(names: dict[str, float], *, landscape: bool = False) -> dict[str, An
     board = []
     for name, o in optimizers.items():
         finals = [f["value"] for f in o["finals"]]
-        stats = report.summarize(finals)
+        stats = statistics.summarize(finals)
         board.append({"optimizer": name, "best": o["best_value"], "mean": stats["mean"],
                       "std": stats["std"], "ci95": stats["ci95"], "seeds": stats["n"],
                       "trial": o["best_trial"], "lr": o["hyperparameters"]["lr"],
@@ -90,7 +90,7 @@ def _result(names: dict[str, float], *, landscape: bool = False) -> dict[str, An
     board.sort(key=lambda r: -r["mean"])
     for rank, row in enumerate(board, start=1):
         row["rank"] = rank
-        p = report.welch_p(row["finals"], board[0]["finals"]) if rank > 1 else None
+        p = statistics.welch_p(row["finals"], board[0]["finals"]) if rank > 1 else None
         row["p_vs_leader"], row["tied_with_leader"] = p, None if p is None else p >= 0.05
     return {"export": {"best": board[0]["optimizer"]}, "leaderboard": board, "seconds": 12.0,
             "optimizers": optimizers, "export_path": "/tmp/x.yaml"}
@@ -120,10 +120,11 @@ def _assert_png(path: Path | None, *, min_bytes: int = 5_000) -> None:
 
 def test_expected_best_matches_the_closed_form() -> None:
     scores = [0.3, 0.9, 0.5, 0.7, 0.1, 0.8]
-    curve = report.expected_best(scores, mode="max", shuffles=4000, seed=1)
+    curve = statistics.expected_best(scores, mode="max", shuffles=4000, seed=1)
     assert curve["k"] == [1, 2, 3, 4, 5, 6]
     for k, mean in zip(curve["k"], curve["mean"], strict=True):
-        assert mean == pytest.approx(report.expected_best_exact(scores, k, mode="max"), abs=0.01)
+        exact = statistics.expected_best_exact(scores, k, mode="max")
+        assert mean == pytest.approx(exact, abs=0.01)
     assert curve["mean"][0] == pytest.approx(sum(scores) / len(scores), abs=0.01)
     assert curve["mean"][-1] == pytest.approx(0.9)
     assert curve["low"][-1] == curve["high"][-1] == 0.9
@@ -134,14 +135,14 @@ def test_expected_best_matches_the_closed_form() -> None:
 
 def test_expected_best_minimizes_and_is_reproducible() -> None:
     scores = [3.0, 1.0, 2.0]
-    a = report.expected_best(scores, mode="min", shuffles=1000, seed=0)
-    b = report.expected_best(scores, mode="min", shuffles=1000, seed=0)
+    a = statistics.expected_best(scores, mode="min", shuffles=1000, seed=0)
+    b = statistics.expected_best(scores, mode="min", shuffles=1000, seed=0)
     assert a == b
-    assert report.expected_best_exact(scores, 2, mode="min") == pytest.approx(4 / 3)
+    assert statistics.expected_best_exact(scores, 2, mode="min") == pytest.approx(4 / 3)
     assert a["mean"][-1] == 1.0
-    assert report.expected_best([], mode="min")["k"] == []
+    assert statistics.expected_best([], mode="min")["k"] == []
     with pytest.raises(ValueError, match=r"`1 <= k <= n` must hold, but got \(k=4, n=3\)"):
-        report.expected_best_exact(scores, 4, mode="min")
+        statistics.expected_best_exact(scores, 4, mode="min")
 
 
 def test_failed_and_pruned_trials_score_the_worst_value() -> None:
@@ -151,10 +152,10 @@ def test_failed_and_pruned_trials_score_the_worst_value() -> None:
         {"number": 1, "state": "PRUNED", "value": None},
         {"number": 3, "state": "COMPLETE", "value": 0.2},
     ]
-    assert report.trial_scores(trials, mode="min") == [0.5, 0.5, 0.5, 0.2]
-    assert report.trial_scores(trials, mode="min", worst=9.0) == [0.5, 9.0, 9.0, 0.2]
-    assert report.trial_scores(trials, mode="max") == [0.5, 0.2, 0.2, 0.2]
-    shares = report.trial_shares(trials)
+    assert statistics.trial_scores(trials, mode="min") == [0.5, 0.5, 0.5, 0.2]
+    assert statistics.trial_scores(trials, mode="min", worst=9.0) == [0.5, 9.0, 9.0, 0.2]
+    assert statistics.trial_scores(trials, mode="max") == [0.5, 0.2, 0.2, 0.2]
+    shares = statistics.trial_shares(trials)
     assert (shares["complete"], shares["pruned"], shares["diverged"], shares["n"]) == (2, 1, 1, 4)
     assert shares["share_diverged"] == 0.25
 
@@ -162,32 +163,32 @@ def test_failed_and_pruned_trials_score_the_worst_value() -> None:
 def test_tunability_summaries() -> None:
     trials = [{"number": i, "state": "COMPLETE", "value": v}
               for i, v in enumerate([0.5, 0.9, 0.95, 0.97, 0.96, 0.6, 0.7, 0.94])]
-    t = report.tunability(trials, mode="max", shuffles=2000)
+    t = statistics.tunability(trials, mode="max", shuffles=2000)
     assert t["best"] == 0.97 and t["n"] == 8
     assert t["expected_1"] == pytest.approx(sum(x["value"] for x in trials) / 8, abs=0.01)
     assert 1 < t["k_within_1pct"] <= 8
     # CPE weights early k (lower expected best), CPL late k.
     assert t["cpe"] < t["cpu"] < t["cpl"] <= t["best"]
-    assert report.trials_to_within([0.5, 0.8, 0.995, 1.0], 1.0) == 3
+    assert statistics.trials_to_within([0.5, 0.8, 0.995, 1.0], 1.0) == 3
     # Near 0 the tolerance is 1% of what tuning gained, not of the tiny best value.
-    assert report.trials_to_within([2.0, 0.5, 0.01, 1e-7], 1e-7) == 3
-    assert report.tunability([], mode="min")["best"] is None
+    assert statistics.trials_to_within([2.0, 0.5, 0.01, 1e-7], 1e-7) == 3
+    assert statistics.tunability([], mode="min")["best"] is None
 
 
 def test_edge_warnings_name_the_parameter_range_and_fix() -> None:
     space = _space("momentum")
-    assert report.edge_warnings("momentum", {"lr": 0.01, "momentum": 0.9}, space) == []
-    [lr] = report.edge_warnings("momentum", {"lr": 0.9, "momentum": 0.9}, space)
+    assert statistics.edge_warnings("momentum", {"lr": 0.01, "momentum": 0.9}, space) == []
+    [lr] = statistics.edge_warnings("momentum", {"lr": 0.9, "momentum": 0.9}, space)
     assert lr == ("momentum: the best lr=0.9 lies at the upper edge of its range [0.0001, 1]; "
                   "the optimum may lie outside it: widen it (space_overrides.momentum.lr)")
     # one_minus: q = 1 - 0.994 sits at the low end of q's range, the value's upper edge.
-    [m] = report.edge_warnings("momentum", {"lr": 0.01, "momentum": 0.994}, space)
+    [m] = statistics.edge_warnings("momentum", {"lr": 0.01, "momentum": 0.994}, space)
     assert "momentum=0.994 lies at the upper edge of its range [0.5, 0.995]" in m
-    [low] = report.edge_warnings("momentum", {"lr": 1.1e-4}, space)
+    [low] = statistics.edge_warnings("momentum", {"lr": 1.1e-4}, space)
     assert "lower edge" in low
     # A constant schedule (lr_decay at its lower end) is no reason to widen anything.
-    assert report.edge_warnings("momentum", {"lr": 0.01, "lr_decay": 1e-3}, space) == []
-    assert report.edge_warnings("momentum", None, space) == []
+    assert statistics.edge_warnings("momentum", {"lr": 0.01, "lr_decay": 1e-3}, space) == []
+    assert statistics.edge_warnings("momentum", None, space) == []
 
 
 def test_inclusion_warning_when_adam_is_clearly_worse_than_momentum() -> None:
@@ -195,15 +196,15 @@ def test_inclusion_warning_when_adam_is_clearly_worse_than_momentum() -> None:
         {"optimizer": "momentum", "mean": 0.97, "finals": [0.969, 0.970, 0.971, 0.972]},
         {"optimizer": "adam", "mean": 0.90, "finals": [0.899, 0.900, 0.901, 0.902]},
     ]
-    [warning] = report.inclusion_warnings(rows, mode="max")
+    [warning] = statistics.inclusion_warnings(rows, mode="max")
     assert warning.startswith(
         "adam is clearly worse than momentum (final mean 0.9 vs 0.97, Welch p=")
     assert "search space was too narrow" in warning
     # Tied (p >= 0.05) or better: no warning.
     rows[1]["finals"] = [0.90, 0.99, 0.95, 0.93]
     rows[1]["mean"] = 0.9425
-    assert report.inclusion_warnings(rows, mode="max") == []
-    assert report.inclusion_warnings(rows[:1], mode="max") == []
+    assert statistics.inclusion_warnings(rows, mode="max") == []
+    assert statistics.inclusion_warnings(rows[:1], mode="max") == []
 
 
 def test_time_to_target_counts_never_as_budget_plus_one() -> None:
@@ -212,13 +213,13 @@ def test_time_to_target_counts_never_as_budget_plus_one() -> None:
         {"curves": {"val_loss": [0.9, 0.8, 0.25], "seconds": [1.0, 2.0, 3.0]}},
         {"curves": {"val_loss": [0.9, 0.8, 0.7], "seconds": [1.0, 1.0, 1.0]}},
     ]
-    speed = report.time_to_target(finals, metric="val_loss", target=0.3, mode="min", epochs=3)
+    speed = statistics.time_to_target(finals, metric="val_loss", target=0.3, mode="min", epochs=3)
     assert speed == {"epoch": 3, "seconds": 4.5, "reached": 2, "runs": 3}
-    assert report.first_index_at([None, math.nan, 0.5], 0.6, "min") == 3
+    assert statistics.first_index_at([None, math.nan, 0.5], 0.6, "min") == 3
 
 
 def test_report_facts(result: dict[str, Any]) -> None:
-    facts = report.report_facts(SPEC, result, shuffles=200)
+    facts = statistics.report_facts(SPEC, result, shuffles=200)
     assert set(facts["optimizers"]) == {"momentum", "adam", "sgd"}
     f = facts["optimizers"]["momentum"]
     assert f["seeds"]["n"] == 3 and f["hyper"]["n"] >= 3

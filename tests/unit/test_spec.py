@@ -13,8 +13,9 @@ from tuner.task import task_names
 SPACES = ", ".join(search_spaces.available())
 TASKS = ", ".join(task_names())
 FIELDS = (
-    "name, task, optimizers, trials, epochs, metric, mode, sampler, pruner, seed, final_seeds, "
-    "resources, max_concurrent, timeout_s, target, space_overrides"
+    "name, task, optimizers, trials, epochs, metric, mode, sampler, pruner, diverged_as, "
+    "lr_range_test, reproducible, seed, final_seeds, resources, max_concurrent, timeout_s, "
+    "target, space_overrides"
 )
 MINIMAL = {"task": "digits-mlp", "optimizers": ["adam"]}
 
@@ -81,6 +82,9 @@ def test_a_valid_file_is_read_field_by_field(tmp_path: Path) -> None:
         "mode": "max",
         "sampler": "random",
         "pruner": "hyperband",
+        "diverged_as": "worst",
+        "lr_range_test": False,
+        "reproducible": False,
         "seed": 7,
         "final_seeds": 5,
         "resources": {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25},
@@ -109,6 +113,9 @@ def test_the_defaults_of_a_minimal_job() -> None:
         "mode": "min",
         "sampler": "tpe",
         "pruner": "none",
+        "diverged_as": "worst",
+        "lr_range_test": False,
+        "reproducible": False,
         "seed": 0,
         "final_seeds": 3,
         "resources": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0},
@@ -154,6 +161,10 @@ def test_the_rest_body_and_the_file_give_the_same_spec(tmp_path: Path) -> None:
             ["pruner: got 'asha'; input should be 'none', 'median', 'sha' or 'hyperband'"],
         ),
         ({"mode": "up"}, ["mode: got 'up'; input should be 'min' or 'max'"]),
+        ({"diverged_as": "nan"}, ["diverged_as: got 'nan'; input should be 'worst' or 'fail'"]),
+        ({"reproducible": "maybe"},
+         ["reproducible: got 'maybe'; input should be a valid boolean, unable to interpret "
+          "input"]),
         ({"colour": "red"}, [f"colour: unknown field; allowed: {FIELDS}"]),
         (
             {"resources": {"cpus_per_trial": 0, "disks": 1}},
@@ -191,7 +202,8 @@ def test_the_rest_body_and_the_file_give_the_same_spec(tmp_path: Path) -> None:
     ],
     ids=[
         "unknown-optimizer", "duplicate-optimizer", "negative-trials", "unknown-task",
-        "unknown-sampler", "unknown-pruner", "bad-mode", "unknown-field", "bad-resources",
+        "unknown-sampler", "unknown-pruner", "bad-mode", "bad-diverged-as", "bad-reproducible",
+        "unknown-field", "bad-resources",
         "bad-metric", "override-unknown-param", "override-low-above-high",
         "override-other-optimizer", "override-empty-choices",
     ],

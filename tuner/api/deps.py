@@ -22,7 +22,8 @@ __all__ = ["SessionDep", "SettingsDep", "WriterDep", "get_session", "get_setting
 
 def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -91,7 +92,7 @@ def get_optuna_storage(request: Request, settings: SettingsDep) -> Any:
     lock = state.storage_lock
     with lock:
         if getattr(state, "optuna_storage", None) is None:
-            from tuner.coordinator import open_storage
+            from tuner.studies import open_storage
 
             state.optuna_storage = open_storage(settings.database_url)
         return state.optuna_storage

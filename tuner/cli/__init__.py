@@ -1,77 +1,24 @@
 """The ``tuner`` command line (Typer + Rich).
 
 Errors a user can cause print one red line on stderr and exit 1; ``--debug`` shows the
-traceback instead.
+traceback instead. The root app lives in :mod:`tuner.cli._app`; each command group in a
+module of its own, imported here to register its commands.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from tuner.cli._app import app
 
-import typer
-from rich.markup import escape
+# Importing the command modules registers their commands on `app`, in the order of the
+# help's panels: tune, results, service, catalog.
+# isort: off
+from tuner.cli import _jobs  # noqa: F401
+from tuner.cli import _report, _service  # noqa: F401
+from tuner.cli import _catalog  # noqa: F401
+# isort: on
 
-from tuner.cli._display import err_console
-from tuner.errors import TunerError
-
-__all__ = ["ServerOption", "app", "main"]
-
-app = typer.Typer(
-    name="tuner",
-    help="Which optimizer, with which settings, trains my model best?",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-_state = {"debug": False}
-
-#: ``--server`` of the client commands; without it they work on the local store.
-ServerOption = Annotated[
-    str | None,
-    typer.Option("--server", envvar="TUNER_URL", show_envvar=True,
-                 help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
-]
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn a TunerError into one red line and exit code 1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TunerError as e:
-            if _state["debug"]:
-                raise
-            # The message quotes what the user wrote: its brackets are text, not markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(code=1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-) -> None:
-    _state["debug"] = debug or os.environ.get("TUNER_DEBUG") == "1"
+__all__ = ["app", "main"]
 
 
 def main() -> None:
     app(prog_name="tuner")
-
-
-# Importing the command modules registers their commands on `app`.
-# In the order of the help's panels: tune, results, service, catalog.
-from tuner.cli import _jobs  # noqa: E402,F401,I001
-from tuner.cli import _report, _service  # noqa: E402,F401,I001
-from tuner.cli import _catalog  # noqa: E402,F401,I001
-

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tuner.cli import app, friendly
+from tuner.cli._app import app, friendly
 from tuner.cli._display import console
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuner.coordinator import JobProgress
+from tuner.results import JobProgress
 
 console = Console()
 err_console = Console(stderr=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tuner.cli import app, friendly
+from tuner.cli._app import app, friendly
 from tuner.cli._display import console, fmt, leaderboard_table
 from tuner.config import get_settings
 from tuner.errors import JobStateError
@@ -49,7 +49,8 @@ def report(
     beside it.
     """
     from tuner import store
-    from tuner.report import report_facts, write_report
+    from tuner.report import write_report
+    from tuner.statistics import report_facts
 
     settings = get_settings()
     store.upgrade(settings.database_url)

@@ -18,10 +18,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.cli import ServerOption, app, friendly
+from tuner.cli._app import ServerOption, app, friendly
 from tuner.cli._display import JobBars, console, err_console, leaderboard_table
 from tuner.config import get_settings
 from tuner.errors import SpecError, TunerError
+from tuner.results import JobProgress
 
 __all__ = ["client_for", "follow_job", "job_progress", "local_job_view"]
 
@@ -70,7 +71,7 @@ def serve(
     import uvicorn
 
     from tuner.api import create_app
-    from tuner.service import Service, max_jobs_from_env
+    from tuner.service import Service
 
     settings = get_settings()
     if not settings.api_token and not _is_loopback(host):
@@ -89,7 +90,7 @@ def serve(
 
     # Ray's C++ failure handler prints a stack trace on every SIGTERM: a stop is no crash.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    service = Service(settings, max_jobs=max_jobs or max_jobs_from_env())
+    service = Service(settings, max_jobs=max_jobs)
     service.start()
     api = create_app(settings, service=service)
     from tuner.store._engine import safe_url
@@ -209,21 +210,11 @@ def db_upgrade() -> None:
 # -- following a job ------------------------------------------------------------------------
 
 
-def job_progress(job: dict[str, Any]) -> Any:
-    """The :class:`~tuner.coordinator.JobProgress` of a job's stored ``progress``."""
-    from dataclasses import fields
-
-    from tuner.coordinator import JobProgress, OptimizerProgress
-
+def job_progress(job: dict[str, Any]) -> JobProgress:
+    """The :class:`~tuner.results.JobProgress` of a job as the API or the store shows it."""
     spec = job.get("spec") or {}
-    stored = job.get("progress") or {}
-    names = {f.name for f in fields(OptimizerProgress)}
-    snapshot = JobProgress(job_id=job["id"], metric=spec.get("metric", ""),
-                           mode=spec.get("mode", "min"), phase=stored.get("phase", "starting"))
-    for name, counts in (stored.get("optimizers") or {}).items():
-        values = {k: v for k, v in counts.items() if k in names and k != "name"}
-        snapshot.optimizers[name] = OptimizerProgress(name=name, **values)
-    return snapshot
+    return JobProgress.from_dict(job.get("progress"), job_id=job["id"],
+                                 metric=spec.get("metric", ""), mode=spec.get("mode", "min"))
 
 
 def local_job_view(job_id: int) -> dict[str, Any]:

@@ -26,8 +26,11 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
-_NOT_FOUND = {404: {"model": ErrorOut, "description": "No job with this id in this store."}}
-_UNAUTHORIZED = {401: {"model": ErrorOut, "description": "Missing or wrong bearer token."}}
+_Responses = dict[int | str, dict[str, Any]]
+_NOT_FOUND: _Responses = {
+    404: {"model": ErrorOut, "description": "No job with this id in this store."}}
+_UNAUTHORIZED: _Responses = {
+    401: {"model": ErrorOut, "description": "Missing or wrong bearer token."}}
 
 
 # -- shapes ---------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 import search_spaces
-from tuner.coordinator import FinalRun, JobProgress, OptimizerProgress, OptimizerResult
-from tuner.report import ALPHA, first_epoch_at, leaderboard, summarize, welch_p
+from tuner.results import FinalRun, JobProgress, OptimizerProgress, OptimizerResult
 from tuner.spec import parse_job
+from tuner.statistics import ALPHA, first_epoch_at, holm, leaderboard, summarize, welch_p
 
 NAN, INF = float("nan"), float("inf")
 
@@ -158,8 +158,10 @@ def test_min_mode_ranks_the_lowest_final_mean_first() -> None:
     assert leader["lr"] == 0.001 and leader["batch_size"] == 64
     assert (leader["complete"], leader["pruned"], leader["diverged"], leader["failed"]) == (
         3, 1, 0, 0)
+    raw = [welch_p(row["finals"], leader["finals"]) for row in board[1:]]
+    assert [row["p_raw"] for row in board[1:]] == pytest.approx(raw)
+    assert [row["p_vs_leader"] for row in board[1:]] == pytest.approx(holm(raw))
     for row in board[1:]:
-        assert row["p_vs_leader"] == pytest.approx(welch_p(row["finals"], leader["finals"]))
         assert row["tied_with_leader"] is (row["p_vs_leader"] >= ALPHA)
     assert board[2]["tied_with_leader"] is False
 
@@ -248,3 +250,28 @@ def test_no_target_no_target_columns() -> None:
     board = make("min", {"adam": (0.2, [0.21, 0.22])})
 
     assert "target_epoch" not in board[0] and "target_reached" not in board[0]
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
+    # Holm (1979): sorted p = 0.01, 0.03, 0.04 with m = 3 -> 0.03, max(0.03, 0.06), max(0.06,
+    # 0.04); None is no test and takes no part in m.
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == [] and holm([None]) == [None]
+
+
+def test_holm_turns_a_chance_worse_into_a_tie_where_the_raw_test_would_not() -> None:
+    # Four optimizers against the leader: the third is "worse" at p ~ 0.037 uncorrected, but
+    # with three comparisons Holm multiplies the smallest-but-one p by 2 and the verdict is a
+    # tie; the clearly worse one stays worse.
+    board = make("min", {"adam": (0.20, [0.200, 0.202, 0.198, 0.201, 0.199]),
+                         "nadam": (0.21, [0.199, 0.203, 0.205, 0.200, 0.202]),
+                         "rmsprop": (0.22, [0.202, 0.204, 0.200, 0.205, 0.203]),
+                         "sgd": (0.30, [0.30, 0.31, 0.32, 0.30, 0.31])})
+    rows = {row["optimizer"]: row for row in board}
+
+    assert board[0]["optimizer"] == "adam"
+    raw, adjusted = rows["rmsprop"]["p_raw"], rows["rmsprop"]["p_vs_leader"]
+    assert raw < ALPHA <= adjusted  # uncorrected: worse; Holm: tied
+    assert rows["rmsprop"]["tied_with_leader"] is True
+    assert rows["sgd"]["p_vs_leader"] < ALPHA and rows["sgd"]["tied_with_leader"] is False

@@ -1,0 +1,69 @@
+"""The root Typer app of ``tuner`` and what every command module shares.
+
+Errors a user can cause print one red line on stderr and exit 1; ``--debug`` (or
+``TUNER_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+
+from tuner.cli._display import err_console
+from tuner.errors import TunerError
+
+__all__ = ["ServerOption", "app", "friendly"]
+
+app = typer.Typer(
+    name="tuner",
+    help="Which optimizer, with which settings, trains my model best?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+#: ``--server`` of the client commands; without it they work on the local store.
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", envvar="TUNER_URL", show_envvar=True,
+                 help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn a TunerError into one red line and exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TunerError as e:
+            if _state["debug"]:
+                raise
+            # The message quotes what the user wrote: its brackets are text, not markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    from tuner.config import get_settings
+
+    try:
+        _state["debug"] = debug or get_settings().debug
+    except TunerError:
+        _state["debug"] = debug  # the command reports the bad setting as its error

@@ -1,0 +1,97 @@
+"""Resume a job whose coordinator was killed: take over what it left, lose nothing.
+
+Its finished trials count as they ended; its running trials are told FAIL (``coordinator
+restarted``), counted as LOST and enqueued again; every trial ends up with exactly one MLflow
+run in a final state; final re-runs that were in flight are ended and superseded (the
+resumed job re-runs every optimizer's best setting anew).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tuner.results import TrialOutcome, TrialRecord
+
+if TYPE_CHECKING:
+    from tuner.ledger import Ledger
+
+__all__ = ["RESTARTED", "recover"]
+
+#: Why a trial found RUNNING by a resumed job was lost.
+RESTARTED = "coordinator restarted"
+
+
+def recover(ledger: Ledger) -> None:
+    """Count and close what an earlier coordinator of the job left in ``ledger``'s books."""
+    _supersede_finals(ledger)
+    recorded = ledger.tracker.recorded_runs("trial")
+    for name in ledger.studies:
+        _recover_study(ledger, name, recorded)
+
+
+def _supersede_finals(ledger: Ledger) -> None:
+    tracker = ledger.tracker
+    for run in tracker.runs("final"):
+        key = f"recovered/final/{run.info.run_id}"
+        tracker.adopt(key, run.info.run_id)
+        if run.info.status == "RUNNING":
+            tracker.run_finished(key, state="FAIL", epochs=[],
+                                 tags={"tuner.reason": RESTARTED, "tuner.superseded": "true"})
+        else:
+            tracker.tag(key, {"tuner.superseded": "true"})
+
+
+def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], Any]) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from tuner.tracking import run_name
+
+    tracker, spec = ledger.tracker, ledger.spec
+    study, space = ledger.studies[name], ledger.spaces[name]
+    progress = ledger.progress.optimizers[name]
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.state == TrialState.WAITING:
+            continue  # enqueued, not started: the next ask takes it
+        attrs = dict(frozen.user_attrs)
+        if frozen.state == TrialState.RUNNING:
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            trial.set_user_attr("tuner_state", TrialOutcome.LOST.value)
+            trial.set_user_attr("reason", RESTARTED)
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(frozen.params, user_attrs={"rerun_of": frozen.number},
+                                skip_if_exists=False)
+            attrs |= {"tuner_state": TrialOutcome.LOST.value, "reason": RESTARTED}
+        outcome = TrialOutcome(attrs.get("tuner_state") or frozen.state.name)
+        reason = attrs.get("reason")
+        value = frozen.value if outcome is TrialOutcome.COMPLETE else None
+        progress.count(outcome, number=frozen.number, value=value, mode=spec.mode)
+        if set(frozen.params) == set(space.distributions()):
+            hyper = space.hyperparameters(frozen.params, train_size=ledger.train_size)
+        else:
+            # Killed inside `ask`, between two parameters: what was written is all there is
+            # (its re-run samples the rest).
+            hyper = dict(frozen.params)
+        curve = [frozen.intermediate_values[k] for k in sorted(frozen.intermediate_values)]
+        ledger.results[name].trials.append(TrialRecord(
+            number=frozen.number, state=outcome.value, value=value, hyperparameters=hyper,
+            epochs=len(curve), seconds=0.0, curve=curve, finished_at=0.0,
+        ))
+        key = f"{name}/trial/{frozen.number}"
+        tags = {"tuner.reason": reason} if reason else {}
+        summary = {f"final_{spec.metric}": value} if value is not None else {}
+        run = recorded.get((name, frozen.number))
+        if run is None:  # its creation was still queued when the coordinator died
+            tracker.run_started(
+                key, optimizer=name, level="trial", number=frozen.number,
+                name=run_name(name, frozen.number, hyper), params=hyper,
+                tags={"tuner.seed": str(attrs.get("seed", "")),
+                      "tuner.optuna_study": study.study_name},
+            )
+            tracker.run_finished(key, state=outcome.mlflow_state, epochs=[], tags=tags,
+                                 summary=summary)
+        else:
+            tracker.adopt(key, run.info.run_id)
+            if run.info.status == "RUNNING":
+                tracker.run_finished(key, state=outcome.mlflow_state, epochs=[], tags=tags,
+                                     summary=summary)
