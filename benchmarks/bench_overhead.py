@@ -395,7 +395,26 @@ def main() -> None:
     for way, s in summary.items():
         print(f"{way:<8}{s['wall_seconds']:>9.1f}{s['inner_seconds']:>9.1f}"
               f"{s['trials_completed']:>8.0f}{s['train_seconds']:>9.1f}")
-    print(f"ratio script / tuner: wall {ratio:.2f}x, inner {inner_ratio:.2f}x")
+    print(f"ratio script / tuner: wall {ratio:.2f}x, inner {inner_ratio:.2f}x "
+          f"(tuner at {1 / ratio:.2f} of the script's wall time)")
+    # Where tuner's time goes (medians): imports, then what the coordinator reports.
+    phases = [r["phases"] for r in runs["tuner"]]
+    print(f"\ntuner's phases (medians of {len(phases)}), seconds")
+    print(f"  {'imports (torch, ray, optuna, mlflow, tuner)':<58}"
+          f"{summary['tuner']['imports_seconds']:>7.2f}")
+    for name in phases[0]:
+        print(f"  {name:<58}{statistics.median(p[name] for p in phases):>7.2f}")
+    ends = [r["phase_ends"] for r in runs["tuner"]]
+    if ends and "first_trial" in ends[0]:
+        first = statistics.median(e["first_trial"] for e in ends)
+        print(f"  first trial dispatched {first:.2f} s after the coordinator started")
+    loop = [(r["phase_ends"].get("done", 0.0) - r["phase_ends"].get("first_trial", 0.0))
+            for r in runs["tuner"]]
+    slots = 2  # max_concurrent of the bench job
+    per_slot = [r["train_seconds"] / slots for r in runs["tuner"]]
+    loop_s, slot_s = statistics.median(loop), statistics.median(per_slot)
+    print(f"  trial loop {loop_s:.2f} s for {slot_s:.2f} s of training per worker slot "
+          f"({loop_s / max(1e-9, slot_s):.2f}x)")
     if summary["tuner"]["trials_completed"] != summary["script"]["trials_completed"]:
         print("WARNING: the two ways completed different numbers of trials")
 
