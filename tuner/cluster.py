@@ -121,7 +121,7 @@ class WarmWorkers:
         with self._lock:
             if key != self._key:
                 self._end(self._workers)
-                self._key, self._workers = None, []
+                self._key, self._workers, self._resources = None, [], {}
                 return []
             taken, self._workers = self._workers[:count], self._workers[count:]
             return taken
@@ -136,7 +136,7 @@ class WarmWorkers:
         """End every kept worker."""
         with self._lock:
             self._end(self._workers)
-            self._key, self._workers = None, []
+            self._key, self._workers, self._resources = None, [], {}
 
     @staticmethod
     def _end(workers: list[Any]) -> None:
