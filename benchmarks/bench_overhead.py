@@ -201,7 +201,7 @@ def _child_script(args: argparse.Namespace) -> dict[str, Any]:
     t_imp = time.perf_counter()
     import mlflow  # noqa: F401
     import optuna  # noqa: F401
-    import ray  # noqa: F401
+    import ray
     import torch  # noqa: F401
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback

@@ -72,7 +72,7 @@ def get_engine(url: str) -> Engine:
 def _create_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except Exception as e:  # noqa: BLE001 - sqlalchemy raises ArgumentError, or ValueError
+    except Exception as e:
         raise TunerError(f"invalid jobs database URL {url!r}: {_one_line(e)}") from e
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
