@@ -133,7 +133,7 @@ class Coordinator:
         self._pending: dict[Any, Slot] = {}
         self._final_queue: list[tuple[str, int]] = []
         self._finals_planned: set[str] = set()
-        self._deadline = self.started + spec.timeout_s if spec.timeout_s else math.inf
+        self._deadline = math.inf  # set when the search starts: timeout_s is its time
 
     @property
     def progress(self) -> JobProgress:
@@ -163,6 +163,8 @@ class Coordinator:
                     study.enqueue_trial(
                         self.ledger.spaces[name].defaults(train_size=self.ledger.train_size))
             self.progress.phase = "search"
+            if self.spec.timeout_s:
+                self._deadline = time.monotonic() + self.spec.timeout_s
             self._emit()
             self._loop()
             self._mark("done")
@@ -321,6 +323,8 @@ class Coordinator:
             if progress.started < progress.budget and time.monotonic() < self._deadline:
                 continue  # still searching
             self._finals_planned.add(name)
+            # Enqueued trials the deadline left unasked (a re-run, the defaults) end too.
+            self.ledger.close_waiting(name, reason="not run: the search's timeout_s passed first")
             seeds = self.ledger.select_best(name)
             self._final_queue.extend((name, seed) for seed in seeds)
             if seeds:

@@ -232,6 +232,15 @@ class Ledger:
             return None
         return max(finite) if self.spec.mode == "min" else min(finite)
 
+    def close_waiting(self, name: str, *, reason: str) -> None:
+        """End the enqueued trials of a study that will not run (its search is over), as
+        FAIL with ``reason`` in Optuna, MLflow and the counts: nothing stays WAITING."""
+        from optuna.trial import TrialState
+
+        study = self.studies[name]
+        for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.end(self.begin_trial(name, worker=None), TrialOutcome.FAIL, reason=reason)
+
     def time_to_target(self, epochs: list[dict[str, Any]]) -> tuple[int, float] | None:
         """The first epoch (and training seconds) at the job's ``target``, if reached."""
         if self.spec.target is None:
