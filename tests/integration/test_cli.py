@@ -186,7 +186,9 @@ def test_run_then_jobs_status_export_and_ui(tmp_path: Path) -> None:
         job = store.get_job(session, 1)
         assert job.state == "succeeded"
         experiment_id = job.mlflow_experiment_id
-    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"
+    # A succeeded job opens on its saved leaderboard view of the Runs table.
+    link = (f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+            "?workflowType=machine_learning&viewStateShareKey=leaderboard")
     assert "job 1 tiny: 1 optimizers × 2 trials × 2 epochs on digits-logreg" in ran.stdout
     assert "best optimizer: adam" in ran.stdout
     export_file = (settings.home / "exports" / "job-1.yaml").resolve()

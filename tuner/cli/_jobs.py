@@ -51,7 +51,7 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     from tuner.errors import JobCancelled
     from tuner.jobs import cancel_check, run_job
-    from tuner.tracking import experiment_link, ui_base
+    from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     console.print(
         f"[bold]job {job_id}[/] {spec.name}: {len(spec.optimizers)} optimizers × "
@@ -86,7 +86,9 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     report = report_dir(settings, job_id) / "report.html"
     if report.exists():
         console.print(f"report:  {report.resolve()}  (tuner report {job_id})", soft_wrap=True)
-    link = experiment_link(ui_base(settings.tracking_uri), outcome.experiment_id)
+    link = experiment_link(ui_base(settings.tracking_uri), outcome.experiment_id,
+                           leaderboard=has_leaderboard_view(settings.tracking_uri,
+                                                            outcome.experiment_id))
     console.print(f"MLflow:  tuner ui {job_id}   → {link}", soft_wrap=True)
 
 
@@ -323,8 +325,12 @@ def ui(
     print_only: Annotated[bool, typer.Option("--print-link",
                                              help="Only print the link.")] = False,
 ) -> None:
-    """Open the MLflow UI on the configured tracking store, at the job's Runs table."""
-    from tuner.tracking import experiment_link, ui_base
+    """Open the MLflow UI on the configured tracking store, at the job's Runs table.
+
+    A succeeded job opens on its leaderboard view: the job run and every optimizer run first,
+    in rank order, with their final mean, std and best value as columns.
+    """
+    from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     settings = get_settings()
     uri = settings.tracking_uri
@@ -337,8 +343,11 @@ def ui(
     except TunerError:
         if job_id is not None:
             raise
-    link = experiment_link(base, experiment_id) if experiment_id else base
-    console.print(f"MLflow UI: [bold]{link}[/]")
+    link = base
+    if experiment_id:
+        link = experiment_link(base, experiment_id,
+                               leaderboard=has_leaderboard_view(uri, experiment_id))
+    console.print(f"MLflow UI: [bold]{link}[/]", soft_wrap=True)
     if remote or print_only:
         return
     # The MLflow of this environment, whatever else is on PATH.
