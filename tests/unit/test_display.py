@@ -121,3 +121,25 @@ def test_long_names_and_failed_finals_wrap_to_two_lines_at_most(width: int) -> N
     assert len(starts) == 7
     heights = [b - a for a, b in zip(starts, [*starts[1:], len(body(lines))], strict=True)]
     assert max(heights) <= 2, heights
+
+
+def test_progress_bars_give_way_to_the_counts_at_80_columns() -> None:
+    from tuner.cli._display import JobBars
+    from tuner.coordinator import JobProgress, OptimizerProgress
+
+    snapshot = JobProgress(job_id=1, metric="val_accuracy", mode="max", phase="finals")
+    for name in ("gd", "minibatch"):
+        snapshot.optimizers[name] = OptimizerProgress(
+            name=name, budget=20, complete=12, pruned=7, diverged=1, best=0.90277,
+            final_done=5, final_total=5)
+    for width, counts in ((80, "12 ok · 7 pr · 1 div · best 0.9028"),
+                          (140, "12 ok · 7 pruned · 1 diverged · best val_accuracy 0.9028")):
+        out = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=True)
+        bars = JobBars(list(snapshot.optimizers), 20, "val_accuracy", out=out)
+        bars.update(snapshot)
+        out.print(bars.progress.make_tasks_table(bars.progress.tasks))
+        lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+        assert len(lines) == 2 and all(len(line) <= width for line in lines), lines
+        assert not any("…" in line for line in lines), lines
+        assert f"20/20 {counts} · final 5/5" in lines[1], lines

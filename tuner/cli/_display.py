@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tuner.results import JobProgress
 
@@ -34,17 +35,22 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 class JobBars:
-    """One bar per optimizer: trials finished of the budget, pruned/diverged, best so far."""
+    """One bar per optimizer: trials finished of the budget, pruned/diverged, best so far.
 
-    def __init__(self, optimizers: Sequence[str], budget: int, metric: str) -> None:
+    The bar gives way to the counts in a narrow terminal (80 columns), so no count is cut.
+    """
+
+    def __init__(self, optimizers: Sequence[str], budget: int, metric: str, *,
+                 out: Console | None = None) -> None:
         self.metric = metric
+        self.bar = BarColumn(bar_width=28)
         self.progress = Progress(
             TextColumn("[bold]{task.description:<10}"),
-            BarColumn(bar_width=28),
+            self.bar,
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
-            console=console,
+            console=out or console,
             transient=False,
         )
         self.tasks = {
@@ -60,23 +66,37 @@ class JobBars:
         self.progress.stop()
 
     def update(self, snapshot: JobProgress) -> None:
+        width = self.progress.console.width
+        # The metric's name repeats on every line: said only where there is room for it;
+        # narrow, the counts take the leaderboard's short names (ok/pr/div/fail).
+        wide = width >= 110
+        best = f"best {self.metric}" if wide else "best"
+        pruned, diverged, failed = ("pruned", "diverged", "failed") if wide else (
+            "pr", "div", "fail")
+        details: dict[str, str] = {}
         for name, p in snapshot.optimizers.items():
             parts = [f"[green]{p.complete} ok[/]"]
             if p.pruned:
-                parts.append(f"[yellow]{p.pruned} pruned[/]")
+                parts.append(f"[yellow]{p.pruned} {pruned}[/]")
             if p.diverged:
-                parts.append(f"[red]{p.diverged} diverged[/]")
+                parts.append(f"[red]{p.diverged} {diverged}[/]")
             if p.failed:
-                parts.append(f"[red]{p.failed} failed[/]")
+                parts.append(f"[red]{p.failed} {failed}[/]")
             if p.lost:
                 parts.append(f"[magenta]{p.lost} re-run[/]")
             if p.best is not None:
-                parts.append(f"best {self.metric} [bold]{fmt(p.best)}[/]")
+                parts.append(f"{best} [bold]{fmt(p.best)}[/]")
             if p.final_total:
                 parts.append(f"final {p.final_done}/{p.final_total}")
+            details[name] = " · ".join(parts)
+        longest = max((Text.from_markup(d).cell_len for d in details.values()), default=0)
+        # name 10, counts 5 ("20/20"), elapsed 7, four gaps: the bar takes what is left.
+        counts = max(len(f"{p.finished}/{p.budget}") for p in snapshot.optimizers.values()) \
+            if snapshot.optimizers else 5
+        self.bar.bar_width = max(6, min(28, width - 10 - counts - 7 - 4 - longest))
+        for name, p in snapshot.optimizers.items():
             self.progress.update(
-                self.tasks[name], completed=p.finished, total=p.budget,
-                detail=" · ".join(parts),
+                self.tasks[name], completed=p.finished, total=p.budget, detail=details[name],
             )
 
 
