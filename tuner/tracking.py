@@ -367,15 +367,21 @@ class JobTracker:
         MLflow table (``leaderboard_table.json``, shown as a table in the run's artifacts).
         """
         self.flush()
-        self._log_batch_now(self.job_run_id, metrics=_metrics({"rank": 0.0}))
-        self.client.set_experiment_tag(self.experiment_id, f"{_VIEW_TAG}{LEADERBOARD_VIEW}",
-                                       leaderboard_view_state(metric))
         columns: dict[str, list[Any]] = {key: [] for key in _TABLE_COLUMNS}
         for row in rows:
             for key, source in _TABLE_COLUMNS.items():
                 columns[key].append(row.get(source))
-        self.client.log_table(self.job_run_id, data=columns,
-                              artifact_file="leaderboard_table.json")
+        try:
+            self._log_batch_now(self.job_run_id, metrics=_metrics({"rank": 0.0}))
+            self.client.log_table(self.job_run_id, data=columns,
+                                  artifact_file="leaderboard_table.json")
+            # Last: the link to the view is printed only when all of it is there.
+            self.client.set_experiment_tag(self.experiment_id,
+                                           f"{_VIEW_TAG}{LEADERBOARD_VIEW}",
+                                           leaderboard_view_state(metric))
+        except Exception as e:  # noqa: BLE001 - the job run is ended either way
+            logger.warning("MLflow: could not save the leaderboard view: %s", e)
+            self.errors.append(str(e))
 
     def log_files(self, paths: Iterable[Path], *, artifact_path: str) -> None:
         """Log files (e.g. the report's PNGs) as artifacts of the job run."""

@@ -9,6 +9,7 @@ are ``/dashboard/studies/<study id>`` and ``/dashboard/compare-studies?ids=<id>,
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 from socketserver import ThreadingMixIn
 from typing import Annotated, Any
@@ -114,8 +115,8 @@ def dashboard(
                       highlight=False)
     if print_only:
         return
-    import optuna_dashboard
-
+    # optuna-dashboard ships no type information: imported by name, its API is Any here.
+    optuna_dashboard = importlib.import_module("optuna_dashboard")
     if not _is_loopback(host):
         err_console.print(f"warning: optuna-dashboard has no login; anyone who reaches {host} "
                           "can read, rename or delete the studies", highlight=False)
