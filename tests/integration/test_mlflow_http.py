@@ -63,7 +63,11 @@ def serve_mlflow(store_uri: str, artifacts: Path) -> Iterator[str]:
         yield url
     finally:
         os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine: it was asked; now it must
+            os.killpg(process.pid, 9)
+            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +78,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def job_over_http(mlflow_server: str) -> dict:
+def job_over_http(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
+        # Module-scoped: the per-test tuner_home is not there yet; its own store, then.
+        mp.setenv("TUNER_HOME", str(tmp_path_factory.mktemp("tuner-home")))
+        mp.delenv("TUNER_DB_URL", raising=False)
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         settings = get_settings()
         spec = parse_job(JOB)
