@@ -216,6 +216,27 @@ class Leaderboard:
         return table
 
 
+class Fitted:
+    """A table drawn boxed where it fits, else without its vertical rules (three columns of
+    the terminal a column), its cells folded rather than cut.
+
+    Args:
+        make: Builds the table; called with ``box=None`` for the light form.
+    """
+
+    def __init__(self, make: Callable[..., Table]) -> None:
+        self.make = make
+
+    def __rich_console__(self, console: Console,
+                         options: ConsoleOptions) -> Iterator[RenderableType]:
+        table = self.make()
+        if _natural_width(console, options, table) > options.max_width:
+            table = self.make(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column in table.columns:
+            column.overflow = "fold"
+        yield table
+
+
 def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
                       title: str, wide: bool = False) -> Leaderboard:
     """The leaderboard of a job's rows (``Job.result["leaderboard"]``): a :class:`Leaderboard`."""

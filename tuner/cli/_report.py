@@ -9,30 +9,34 @@ import typer
 from rich.table import Table
 
 from tuner.cli._app import ServerOption, app, friendly
-from tuner.cli._display import console, fmt, leaderboard_table
+from tuner.cli._display import Fitted, console, fmt, leaderboard_table
 from tuner.config import get_settings
 from tuner.errors import JobStateError
 
 
-def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Table:
-    table = Table(title="tunability and sensitivity", title_justify="left", header_style="bold")
-    table.add_column("optimizer")
-    table.add_column("expected best\nof 1 trial", justify="right")
-    table.add_column("trials to within\n1% of its best", justify="right")
-    table.add_column("pruned / diverged\n/ failed", justify="right")
-    table.add_column(f"std of {metric}\nacross seeds", justify="right")
-    table.add_column(f"std of {metric}\nacross trials", justify="right")
-    for name in order:
-        f = facts["optimizers"].get(name)
-        if f is None:
-            continue
-        t, s = f["tunability"], f["shares"]
-        shares = " / ".join("–" if s[k] is None else f"{s[k]:.0%}"
-                            for k in ("share_pruned", "share_diverged", "share_failed"))
-        k = t["k_within_1pct"]
-        table.add_row(name, fmt(t["expected_1"]), "–" if k is None else f"{k} of {t['n']}",
-                      shares, fmt(f["seeds"]["std"], 2), fmt(f["hyper"]["std"], 2))
-    return table
+def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Fitted:
+    def make(**style: Any) -> Table:
+        table = Table(title=f"tunability and sensitivity ({metric})", title_justify="left",
+                      header_style="bold", **style)
+        table.add_column("optimizer")
+        table.add_column("expected best\nof 1 trial", justify="right")
+        table.add_column("trials to 1%\nof its best", justify="right")
+        table.add_column("pruned/div/\nfailed", justify="right")
+        table.add_column("std across\nseeds", justify="right")
+        table.add_column("std across\ntrials", justify="right")
+        for name in order:
+            f = facts["optimizers"].get(name)
+            if f is None:
+                continue
+            t, s = f["tunability"], f["shares"]
+            shares = "/".join("–" if s[k] is None else f"{s[k]:.0%}"
+                              for k in ("share_pruned", "share_diverged", "share_failed"))
+            k = t["k_within_1pct"]
+            table.add_row(name, fmt(t["expected_1"]), "–" if k is None else f"{k} of {t['n']}",
+                          shares, fmt(f["seeds"]["std"], 2), fmt(f["hyper"]["std"], 2))
+        return table
+
+    return Fitted(make)
 
 
 @app.command(rich_help_panel="Jobs and results")
