@@ -125,7 +125,7 @@ def test_long_names_and_failed_finals_wrap_to_two_lines_at_most(width: int) -> N
 
 def test_progress_bars_give_way_to_the_counts_at_80_columns() -> None:
     from tuner.cli._display import JobBars
-    from tuner.coordinator import JobProgress, OptimizerProgress
+    from tuner.results import JobProgress, OptimizerProgress
 
     snapshot = JobProgress(job_id=1, metric="val_accuracy", mode="max", phase="finals")
     for name in ("gd", "minibatch"):
