@@ -77,6 +77,10 @@ class TunerClient:
         return self._request("GET", f"/v1/jobs/{job_id}/export",
                              params={"format": "json"}).json()
 
+    def report(self, job_id: int) -> str:
+        """``GET /v1/jobs/{id}/report``: report.html with its plots inlined."""
+        return self._request("GET", f"/v1/jobs/{job_id}/report").text
+
     def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
         return self._request("GET", "/healthz").json()

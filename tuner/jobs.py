@@ -270,6 +270,7 @@ def _log_to_mlflow(tracker: Any, spec: JobSpec, result: dict[str, Any]) -> None:
         value = leader["mean"] if leader["mean"] is not None else leader["best"]
         headline = f"{leader['optimizer']} {value:.4g}"
     tracker.log_files([Path(p) for p in result["report_files"]], artifact_path="report")
+    tracker.publish_leaderboard(board, metric=spec.metric)
     tracker.finish_job(
         status="FINISHED",
         headline=headline,

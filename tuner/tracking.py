@@ -20,11 +20,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JobTracker", "experiment_link", "run_name", "ui_base"]
+__all__ = ["LEADERBOARD_VIEW", "JobTracker", "experiment_link", "has_leaderboard_view",
+           "leaderboard_view_state", "run_name", "ui_base"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+
+#: The columns of the leaderboard table artifact -> the leaderboard row's keys.
+_TABLE_COLUMNS = {
+    "rank": "rank", "optimizer": "optimizer", "final_mean": "mean", "final_std": "std",
+    "final_runs": "seeds", "ci95": "ci95", "p_vs_leader": "p_vs_leader",
+    "tied_with_leader": "tied_with_leader", "best": "best", "best_trial": "trial",
+    "lr": "lr", "batch_size": "batch_size",
+}
 
 
 def run_name(optimizer: str, number: int, params: Mapping[str, Any]) -> str:
@@ -44,9 +53,82 @@ def ui_base(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> 
     return f"http://{host}:{port}"
 
 
-def experiment_link(base_url: str, experiment_id: str) -> str:
-    """The link that opens a job on its Runs table in the model-training view."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+#: The key of the view every finished job saves on its experiment (``Views`` in the UI).
+LEADERBOARD_VIEW = "leaderboard"
+_VIEW_TAG = "mlflow.sharedViewState."
+
+
+def experiment_link(base_url: str, experiment_id: str, *, leaderboard: bool = False) -> str:
+    """The link that opens a job on its Runs table in the model-training view.
+
+    With ``leaderboard``, it opens the job's saved view (:func:`leaderboard_view_state`): the
+    job run and every optimizer run first, in rank order, with their results as columns.
+    """
+    link = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}"
+    if leaderboard:
+        # The Runs tab itself: the redirect from the experiment's page drops the view's key.
+        return f"{link}/runs?workflowType=machine_learning&viewStateShareKey={LEADERBOARD_VIEW}"
+    return f"{link}?workflowType=machine_learning"
+
+
+def leaderboard_view_state(metric: str, *, now_ms: int | None = None) -> str:
+    """The Runs-table view a finished job saves, as the MLflow 3.17 UI stores a saved view.
+
+    The shape was read off a view saved with the UI's ``Views → Save as new view``: the tag
+    ``mlflow.sharedViewState.<key>`` holds ``{"name", "createdAt", "updatedAt", "state"}``,
+    ``state`` being ``"deflate;"`` + base64 of the zlib-compressed search facets and table
+    state. Sorting by a metric also makes the table flat (the UI nests child runs only when
+    sorted by start time), so the job run (``rank`` 0) and its optimizer runs (``rank`` 1..n)
+    come first, in order, and the server sends them in the first page whatever the number of
+    runs. Their results are columns whose width shows every digit.
+    """
+    import base64
+    import json
+    import zlib
+
+    columns = ["metrics.`rank`", f"metrics.`final_mean_{metric}`",
+               f"metrics.`final_std_{metric}`", f"metrics.`best_{metric}`"]
+    state = {
+        "searchFilter": "",
+        "orderByKey": "metrics.`rank`",
+        "orderByAsc": True,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": columns,
+        # Widths apply to the columns listed in columnOrder (the UI's applyColumnState).
+        "columnOrder": ["attributes.`Run Name`", *columns, "runDateAndNestInfo", "duration"],
+        "columnWidths": {"attributes.`Run Name`": 280, "metrics.`rank`": 70,
+                         **{column: 170 for column in columns[1:]}},
+        "runsHiddenMode": "FIRST_10_RUNS",
+        "viewMaximized": False,
+        "runListHidden": False,
+        "isAccordionReordered": False,
+        "useGroupedValuesInCharts": True,
+        "hideEmptyCharts": True,
+        "groupBy": None,
+        "groupsExpanded": {},
+        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0,
+                                  "selectedXAxisMetricKey": ""},
+    }
+    packed = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
+    now = _now_ms() if now_ms is None else now_ms
+    return json.dumps({"name": LEADERBOARD_VIEW, "createdAt": now, "updatedAt": now,
+                       "state": f"deflate;{packed}"})
+
+
+def has_leaderboard_view(tracking_uri: str, experiment_id: str) -> bool:
+    """Whether a job's experiment has its saved leaderboard view (a job that succeeded)."""
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        experiment = MlflowClient(tracking_uri=tracking_uri).get_experiment(experiment_id)
+    except Exception as e:  # noqa: BLE001 - the plain link still opens the job
+        logger.info("cannot read experiment %s: %s", experiment_id, e)
+        return False
+    return f"{_VIEW_TAG}{LEADERBOARD_VIEW}" in experiment.tags
 
 
 def _now_ms() -> int:
@@ -276,6 +358,30 @@ class JobTracker:
             if run.info.status == "RUNNING":
                 self.client.set_terminated(run_id, status=status)
         self.client.set_terminated(self.job_run_id, status=status)
+
+    def publish_leaderboard(self, rows: Sequence[Mapping[str, Any]], *, metric: str) -> None:
+        """What the Runs table opens on (:func:`experiment_link` with ``leaderboard``).
+
+        The job run gets ``rank`` 0 (the optimizer runs have their rank already), the
+        experiment the saved view ``leaderboard``, and the job run the leaderboard as an
+        MLflow table (``leaderboard_table.json``, shown as a table in the run's artifacts).
+        """
+        self.flush()
+        columns: dict[str, list[Any]] = {key: [] for key in _TABLE_COLUMNS}
+        for row in rows:
+            for key, source in _TABLE_COLUMNS.items():
+                columns[key].append(row.get(source))
+        try:
+            self._log_batch_now(self.job_run_id, metrics=_metrics({"rank": 0.0}))
+            self.client.log_table(self.job_run_id, data=columns,
+                                  artifact_file="leaderboard_table.json")
+            # Last: the link to the view is printed only when all of it is there.
+            self.client.set_experiment_tag(self.experiment_id,
+                                           f"{_VIEW_TAG}{LEADERBOARD_VIEW}",
+                                           leaderboard_view_state(metric))
+        except Exception as e:  # noqa: BLE001 - the job run is ended either way
+            logger.warning("MLflow: could not save the leaderboard view: %s", e)
+            self.errors.append(str(e))
 
     def log_files(self, paths: Iterable[Path], *, artifact_path: str) -> None:
         """Log files (e.g. the report's PNGs) as artifacts of the job run."""

@@ -70,7 +70,7 @@ def create_app(
         on_submit: Called after a job is stored (default: ``service.wake``).
         max_body_bytes: Larger request bodies get 413.
     """
-    from tuner.api.routes import catalog, health, jobs
+    from tuner.api.routes import catalog, health, jobs, report
 
     settings = settings or get_settings()
 
@@ -105,6 +105,7 @@ def create_app(
     app.state.storage_lock = threading.Lock()
     app.state.optuna_storage = None
     app.include_router(jobs.router)
+    app.include_router(report.router)
     app.include_router(catalog.router)
     app.include_router(health.router)
     _add_error_handlers(app)

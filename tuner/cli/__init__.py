@@ -13,7 +13,7 @@ from tuner.cli._app import app
 # help's panels: tune, results, service, catalog.
 # isort: off
 from tuner.cli import _jobs  # noqa: F401
-from tuner.cli import _report, _service  # noqa: F401
+from tuner.cli import _dashboard, _report, _service  # noqa: F401
 from tuner.cli import _catalog  # noqa: F401
 # isort: on
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tuner.results import JobProgress
 
@@ -30,17 +35,22 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 class JobBars:
-    """One bar per optimizer: trials finished of the budget, pruned/diverged, best so far."""
+    """One bar per optimizer: trials finished of the budget, pruned/diverged, best so far.
 
-    def __init__(self, optimizers: Sequence[str], budget: int, metric: str) -> None:
+    The bar gives way to the counts in a narrow terminal (80 columns), so no count is cut.
+    """
+
+    def __init__(self, optimizers: Sequence[str], budget: int, metric: str, *,
+                 out: Console | None = None) -> None:
         self.metric = metric
+        self.bar = BarColumn(bar_width=28)
         self.progress = Progress(
             TextColumn("[bold]{task.description:<10}"),
-            BarColumn(bar_width=28),
+            self.bar,
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
-            console=console,
+            console=out or console,
             transient=False,
         )
         self.tasks = {
@@ -56,68 +66,227 @@ class JobBars:
         self.progress.stop()
 
     def update(self, snapshot: JobProgress) -> None:
+        width = self.progress.console.width
+        # The metric's name repeats on every line: said only where there is room for it;
+        # narrow, the counts take the leaderboard's short names (ok/pr/div/fail).
+        wide = width >= 110
+        best = f"best {self.metric}" if wide else "best"
+        pruned, diverged, failed = ("pruned", "diverged", "failed") if wide else (
+            "pr", "div", "fail")
+        details: dict[str, str] = {}
         for name, p in snapshot.optimizers.items():
             parts = [f"[green]{p.complete} ok[/]"]
             if p.pruned:
-                parts.append(f"[yellow]{p.pruned} pruned[/]")
+                parts.append(f"[yellow]{p.pruned} {pruned}[/]")
             if p.diverged:
-                parts.append(f"[red]{p.diverged} diverged[/]")
+                parts.append(f"[red]{p.diverged} {diverged}[/]")
             if p.failed:
-                parts.append(f"[red]{p.failed} failed[/]")
+                parts.append(f"[red]{p.failed} {failed}[/]")
             if p.lost:
                 parts.append(f"[magenta]{p.lost} re-run[/]")
             if p.best is not None:
-                parts.append(f"best {self.metric} [bold]{fmt(p.best)}[/]")
+                parts.append(f"{best} [bold]{fmt(p.best)}[/]")
             if p.final_total:
                 parts.append(f"final {p.final_done}/{p.final_total}")
+            details[name] = " · ".join(parts)
+        longest = max((Text.from_markup(d).cell_len for d in details.values()), default=0)
+        # name 10, counts 5 ("20/20"), elapsed 7, four gaps: the bar takes what is left.
+        counts = max(len(f"{p.finished}/{p.budget}") for p in snapshot.optimizers.values()) \
+            if snapshot.optimizers else 5
+        self.bar.bar_width = max(6, min(28, width - 10 - counts - 7 - 4 - longest))
+        for name, p in snapshot.optimizers.items():
             self.progress.update(
-                self.tasks[name], completed=p.finished, total=p.budget,
-                detail=" · ".join(parts),
+                self.tasks[name], completed=p.finished, total=p.budget, detail=details[name],
             )
 
 
-def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
-                      title: str) -> Table:
-    arrow = "↓" if mode == "min" else "↑"
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("optimizer")
-    table.add_column(f"final {metric} {arrow}\nmean ± std (runs)", justify="right")
-    table.add_column("95% CI\n±", justify="right")
-    table.add_column("vs #1\nWelch t", justify="left")
-    table.add_column("best trial", justify="right")
-    table.add_column("lr", justify="right")
-    table.add_column("batch", justify="right")
-    table.add_column("trials ok/\npr/div/fail", justify="right")
-    show_target = any("target_epoch" in row for row in rows)
-    if show_target:
-        table.add_column("epoch at\ntarget", justify="right")
-    for row in rows:
-        if row.get("mean") is not None:
-            failed = row.get("finals_failed") or 0
-            runs = f"{row['seeds']}" if not failed else f"{row['seeds']}/{row['seeds'] + failed}"
-            score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)} ({runs})"
+@dataclass(frozen=True)
+class _Column:
+    """One leaderboard column: its header, how a row fills it, and its alignment."""
+
+    header: str
+    cell: Callable[[Mapping[str, Any]], str]
+    justify: JustifyMethod = "right"
+
+
+class Leaderboard:
+    """The leaderboard, laid out for the width it is drawn at.
+
+    Wide enough (about 130 columns), it is the full boxed table: rank, optimizer, final mean
+    ± std with the number of runs, the 95% confidence interval, Welch's t-test against the
+    leader, the best trial, its learning rate and batch size, the trial counts and the epoch
+    at the target. Narrower, it keeps what decides between optimizers (rank, optimizer, mean
+    ± std, CI, verdict with p, best lr and batch) on one line per row and adds the other
+    columns as they fit; nothing is cut. ``wide=True`` always draws the full table
+    (``tuner status --wide``); the report has every column too.
+
+    Example:
+        >>> console.print(Leaderboard(rows, metric="val_loss", mode="min", title="job 3"))
+    """
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
+                 title: str, wide: bool = False) -> None:
+        self.rows = list(rows)
+        self.metric = metric
+        self.mode = mode
+        self.title = title
+        self.wide = wide
+
+    def __rich_console__(self, console: Console,
+                         options: ConsoleOptions) -> Iterator[RenderableType]:
+        yield self.table(console, options)
+
+    def print(self, console: Console) -> None:
+        """Print it; ``wide`` and written to a file or a pipe, at its natural width."""
+        if self.wide and not console.is_terminal:
+            options = console.options
+            natural = _natural_width(console, options, self.table(console, options))
+            # Console.print caps a width at the console's: a console of that width, then.
+            Console(file=console.file, width=max(natural, options.max_width)).print(self)
         else:
-            score = "–"
-        p = row.get("p_vs_leader")
-        if row["rank"] == 1:
-            verdict = "[bold green]leader[/]"
-        elif p is None:
-            verdict = "–"
-        elif row.get("tied_with_leader"):
-            verdict = f"[cyan]tied[/] p={p:.2f}"
+            console.print(self)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.table(console, options))
+
+    def table(self, console: Console, options: ConsoleOptions) -> Table:
+        """The widest layout whose natural width fits ``options.max_width``."""
+        full = self._table(self._columns(), boxed=True)
+        if self.wide or _natural_width(console, options, full) <= options.max_width:
+            return full
+        # The optional columns join in the order a reader asks for them, as long as they fit.
+        optional = ["best trial", "trials", "target"]
+        for keep in range(len(optional), -1, -1):
+            table = self._table(self._columns(compact=set(optional[keep:])), boxed=False)
+            if _natural_width(console, options, table) <= options.max_width:
+                return table
+        return table  # narrower than the compact layout: Rich wraps the cells, never cuts
+
+    # -- columns ---------------------------------------------------------------------------
+
+    def _columns(self, compact: set[str] | None = None) -> list[_Column]:
+        """Every column (``compact=None``: the boxed table's headers), or the compact
+        layout's without the optional columns named in ``compact``."""
+        arrow = "↓" if self.mode == "min" else "↑"
+        if compact is None:
+            score = _Column(f"final {self.metric} {arrow}\nmean ± std (runs)", _score)
         else:
-            verdict = f"worse p={p:.2g}"
-        cells = [
-            str(row["rank"]), row["optimizer"], score, fmt(row.get("ci95"), 2), verdict,
-            f"{fmt(row['best'])} (#{row['trial']})" if row.get("best") is not None else "–",
-            fmt(row.get("lr"), 2), fmt(row.get("batch_size")),
-            f"{row['complete']}/{row['pruned']}/{row['diverged']}/{row['failed']}",
+            # The usual number of runs is said once, in the header; a row that differs (a
+            # final re-run failed) says its own, ``(3/5)``.
+            counts = Counter(_runs(row) for row in self.rows if row.get("mean") is not None)
+            usual = counts.most_common(1)[0][0] if counts else ""
+            runs = f" ({usual} runs)" if usual.isdigit() else ""
+            score = _Column(f"{self.metric} {arrow}\nmean ± std{runs}",
+                            lambda row: _score(row, runs=_runs(row) != usual))
+        dropped = compact or set()
+        columns = [
+            _Column("#", lambda row: str(row["rank"])),
+            _Column("optimizer", lambda row: str(row["optimizer"]), "left"),
+            score,
+            _Column("95% CI\n±", lambda row: fmt(row.get("ci95"), 2)),
+            _Column("vs #1\nWelch t", _verdict, "left"),
         ]
-        if show_target:
-            cells.append(f"{fmt(row.get('target_epoch'))} ({row.get('target_reached', '')})")
-        table.add_row(*cells)
-    return table
+        if "best trial" not in dropped:
+            columns.append(_Column("best trial" if compact is None else "best\ntrial",
+                                   _best_trial))
+        # Without the best-trial column, "best" says whose learning rate this is.
+        lr = "best\nlr" if "best trial" in dropped else "lr"
+        columns += [_Column(lr, lambda row: fmt(row.get("lr"), 2)),
+                    _Column("batch", lambda row: fmt(row.get("batch_size")))]
+        if "trials" not in dropped:
+            columns.append(_Column("trials ok/\npr/div/fail", _counts))
+        if self._has_target() and "target" not in dropped:
+            columns.append(_Column("epoch at\ntarget", _target))
+        return columns
+
+    def _has_target(self) -> bool:
+        return any("target_epoch" in row for row in self.rows)
+
+    def _table(self, columns: Sequence[_Column], *, boxed: bool) -> Table:
+        if boxed:
+            table = Table(title=self.title, title_justify="left", header_style="bold")
+        else:
+            # No vertical rules: three characters a column that a narrow terminal needs.
+            table = Table(title=self.title, title_justify="left", header_style="bold",
+                          box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column in columns:
+            table.add_column(column.header, justify=column.justify, overflow="fold")
+        for row in self.rows:
+            table.add_row(*(column.cell(row) for column in columns))
+        return table
+
+
+class Fitted:
+    """A table drawn boxed where it fits, else without its vertical rules (three columns of
+    the terminal a column), its cells folded rather than cut.
+
+    Args:
+        make: Builds the table; called with ``box=None`` for the light form.
+    """
+
+    def __init__(self, make: Callable[..., Table]) -> None:
+        self.make = make
+
+    def __rich_console__(self, console: Console,
+                         options: ConsoleOptions) -> Iterator[RenderableType]:
+        table = self.make()
+        if _natural_width(console, options, table) > options.max_width:
+            table = self.make(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column in table.columns:
+            column.overflow = "fold"
+        yield table
+
+
+def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
+                      title: str, wide: bool = False) -> Leaderboard:
+    """The leaderboard of a job's rows (``Job.result["leaderboard"]``): a :class:`Leaderboard`."""
+    return Leaderboard(rows, metric=metric, mode=mode, title=title, wide=wide)
+
+
+def _natural_width(console: Console, options: ConsoleOptions, table: Table) -> int:
+    """The width a table takes when nothing in it wraps (its title may)."""
+    title, table.title = table.title, None
+    try:
+        return Measurement.get(console, options.update(width=10_000), table).maximum
+    finally:
+        table.title = title
+
+
+def _runs(row: Mapping[str, Any]) -> str:
+    failed = row.get("finals_failed") or 0
+    return f"{row['seeds']}" if not failed else f"{row['seeds']}/{row['seeds'] + failed}"
+
+
+def _score(row: Mapping[str, Any], *, runs: bool = True) -> str:
+    if row.get("mean") is None:
+        return "–"
+    score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)}"
+    return f"{score} ({_runs(row)})" if runs else score
+
+
+def _verdict(row: Mapping[str, Any]) -> str:
+    p = row.get("p_vs_leader")
+    if row["rank"] == 1:
+        return "[bold green]leader[/]"
+    if p is None:
+        return "–"
+    if row.get("tied_with_leader"):
+        return f"[cyan]tied[/] p={p:.2f}"
+    return f"worse p={p:.2g}"
+
+
+def _best_trial(row: Mapping[str, Any]) -> str:
+    if row.get("best") is None:
+        return "–"
+    return f"{fmt(row['best'])} (#{row['trial']})"
+
+
+def _counts(row: Mapping[str, Any]) -> str:
+    return f"{row['complete']}/{row['pruned']}/{row['diverged']}/{row['failed']}"
+
+
+def _target(row: Mapping[str, Any]) -> str:
+    return f"{fmt(row.get('target_epoch'))} ({row.get('target_reached', '')})"
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:

@@ -51,7 +51,7 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     from tuner.errors import JobCancelled
     from tuner.jobs import cancel_check, run_job
-    from tuner.tracking import experiment_link, ui_base
+    from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     console.print(
         f"[bold]job {job_id}[/] {spec.name}: {len(spec.optimizers)} optimizers × "
@@ -80,13 +80,16 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     console.print(f"best optimizer: [bold green]{best}[/]  ({outcome.seconds:.0f} s)")
     from tuner.jobs import export_path, report_dir
 
+    # Paths and links are not broken at 80 columns: the terminal wraps them, whole.
     console.print(f"export:  {export_path(settings, job_id).resolve()}  "
-                  f"(tuner.load_optimizer(path, model.parameters()))")
+                  f"(tuner.load_optimizer(path, model.parameters()))", soft_wrap=True)
     report = report_dir(settings, job_id) / "report.html"
     if report.exists():
-        console.print(f"report:  {report.resolve()}  (tuner report {job_id})")
-    link = experiment_link(ui_base(settings.tracking_uri), outcome.experiment_id)
-    console.print(f"MLflow:  tuner ui {job_id}   → {link}")
+        console.print(f"report:  {report.resolve()}  (tuner report {job_id})", soft_wrap=True)
+    link = experiment_link(ui_base(settings.tracking_uri), outcome.experiment_id,
+                           leaderboard=has_leaderboard_view(settings.tracking_uri,
+                                                            outcome.experiment_id))
+    console.print(f"MLflow:  tuner ui {job_id}   → {link}", soft_wrap=True)
 
 
 @app.command(rich_help_panel="Tune")
@@ -226,9 +229,16 @@ def status(
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
     watch: Annotated[bool, typer.Option(
         "--watch", help="Follow the job with progress bars until it ends.")] = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="Every leaderboard column, however wide the terminal.")] = False,
     server: ServerOption = None,
 ) -> None:
-    """Show a job: its state, per-optimizer progress, and its leaderboard once done."""
+    """Show a job: its state, per-optimizer progress, and its leaderboard once done.
+
+    The leaderboard fits the terminal: at 80 columns, rank, optimizer, mean ± std, CI,
+    verdict and the best learning rate and batch size; --wide (or a wide terminal) adds the
+    best trial, the trial counts and the epoch at the target.
+    """
     from tuner.cli._service import client_for, follow_job, local_job_view
 
     if server:
@@ -250,15 +260,23 @@ def status(
         console.print(f"[red]error:[/] {escape(str(view['error']))}")
     progress = (view.get("progress") or {}).get("optimizers", {})
     for name, p in progress.items():
+        # Counts that are zero are left out: a line fits 80 columns.
+        counts = [f"ok {p['complete']}"] + [
+            f"{label} {p[key]}" for key, label in
+            (("pruned", "pruned"), ("diverged", "diverged"), ("failed", "failed"),
+             ("running", "running")) if p.get(key)
+        ]
         console.print(
             f"  {name:<10} {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
-            f"ok {p['complete']} · pruned {p['pruned']} · diverged {p['diverged']} · "
-            f"failed {p['failed']} · running {p['running']} · best {fmt(p['best'])}"
+            f"{' · '.join(counts)} · best {fmt(p['best'])}", highlight=False,
         )
     if view.get("leaderboard"):
         spec = view["spec"]
-        console.print(leaderboard_table(view["leaderboard"], metric=spec["metric"],
-                                        mode=spec["mode"], title="leaderboard"))
+        leaderboard_table(
+            view["leaderboard"], metric=spec["metric"], mode=spec["mode"], wide=wide,
+            title=f"leaderboard: ranked by the mean of {spec.get('final_seeds')} final "
+                  "re-runs of each optimizer's best setting",
+        ).print(console)
 
 
 @app.command(rich_help_panel="Jobs and results")
@@ -307,8 +325,12 @@ def ui(
     print_only: Annotated[bool, typer.Option("--print-link",
                                              help="Only print the link.")] = False,
 ) -> None:
-    """Open the MLflow UI on the configured tracking store, at the job's Runs table."""
-    from tuner.tracking import experiment_link, ui_base
+    """Open the MLflow UI on the configured tracking store, at the job's Runs table.
+
+    A succeeded job opens on its leaderboard view: the job run and every optimizer run first,
+    in rank order, with their final mean, std and best value as columns.
+    """
+    from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     settings = get_settings()
     uri = settings.tracking_uri
@@ -321,8 +343,11 @@ def ui(
     except TunerError:
         if job_id is not None:
             raise
-    link = experiment_link(base, experiment_id) if experiment_id else base
-    console.print(f"MLflow UI: [bold]{link}[/]")
+    link = base
+    if experiment_id:
+        link = experiment_link(base, experiment_id,
+                               leaderboard=has_leaderboard_view(uri, experiment_id))
+    console.print(f"MLflow UI: [bold]{link}[/]", soft_wrap=True)
     if remote or print_only:
         return
     # The MLflow of this environment, whatever else is on PATH.
