@@ -272,3 +272,14 @@ Last 50 lines of stdout:
     assert worker_failure(RuntimeEnvSetupError(text)) == (
         "pip cannot install the job's requirements: No matching distribution found for "
         "nosuch==1.0")
+
+
+def test_workers_kept_warm_serve_only_jobs_with_the_same_code_and_requirements() -> None:
+    from tuner.cluster import worker_key
+    from tuner.spec import parse_job
+
+    job = {"task": "mymodel.tasks:build", "optimizers": ["adam"], "code": "a" * 64}
+    keys = {worker_key(parse_job(doc)) for doc in (
+        job, job | {"code": "b" * 64}, job | {"requirements": ["termcolor>=2"]})}
+    assert len(keys) == 3
+    assert worker_key(parse_job(job)) == worker_key(parse_job(job | {"trials": 7}))
