@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tuner.errors import JobNotFoundError, JobStateError, SpecError, TunerError
+from tuner.errors import CodeError, JobNotFoundError, JobStateError, SpecError, TunerError
 
 __all__ = ["TunerClient"]
 
@@ -47,6 +47,14 @@ class TunerClient:
     def submit(self, document: dict[str, Any], *, source: str = "job") -> dict[str, Any]:
         """``POST /v1/jobs``: the stored job (with its ``id``)."""
         return self._request("POST", "/v1/jobs", json=document, source=source).json()
+
+    def upload_code(self, data: bytes) -> dict[str, Any]:
+        """``POST /v1/code``: store a zip of a code folder; ``{sha256, size, created_at}``
+        (the same archive stored twice is kept once)."""
+        return self._request(
+            "POST", "/v1/code", content=data, headers={"Content-Type": "application/zip"},
+            timeout=httpx.Timeout(30.0, write=600.0), source="--code",
+        ).json()
 
     def jobs(self, *, limit: int = 50, offset: int = 0,
              state: str | None = None) -> dict[str, Any]:
@@ -114,6 +122,9 @@ class TunerClient:
             raise JobStateError(str(detail))
         if code == 422 and isinstance(detail, list):
             raise SpecError([_problem(item) for item in detail], source=source)
+        if path.startswith("/v1/code") and code in (413, 415, 422):
+            raise CodeError(f"the tuner server at {self.url} refused it: {detail}",
+                            too_large=code == 413)
         raise TunerError(f"tuner server at {self.url}: HTTP {code}: {detail}")
 
 

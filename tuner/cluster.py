@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.errors import TaskError, TunerError
 
 if TYPE_CHECKING:
+    from tuner.config import Settings
     from tuner.spec import JobSpec
     from workers.actor import WorkerInfo
 
@@ -152,11 +153,16 @@ class WorkerPool:
     Args:
         spec: The job: its task, resources and concurrency decide the workers.
         warm: Idle workers of earlier jobs to take (and give back when the job is done).
+        settings: Where the job's shipped code is stored (its ``code``); its workers run in
+            it (Ray's ``runtime_env``, with the job's ``requirements``).
     """
 
-    def __init__(self, spec: JobSpec, *, warm: WarmWorkers | None = None) -> None:
+    def __init__(self, spec: JobSpec, *, warm: WarmWorkers | None = None,
+                 settings: Settings | None = None) -> None:
         self.spec = spec
         self.warm = warm
+        self.settings = settings
+        self.runtime_env: dict[str, Any] | None = None
         self.key = worker_key(spec)
         self.workers: list[Any] = []
         self.idle: list[Any] = []
@@ -170,8 +176,12 @@ class WorkerPool:
             TaskError: the workers cannot build the task (the worker's error says why).
         """
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayTaskError, RuntimeEnvSetupError
 
+        from tuner.code import runtime_env, worker_failure
+
+        if self.settings is not None:  # the code is read from the store, never imported here
+            self.runtime_env = runtime_env(self.settings, self.spec)
         count = job_workers(self.spec, ray.cluster_resources())
         kept = self.warm.take(self.key, count) if self.warm is not None else []
         self.workers = self._alive(kept)
@@ -180,11 +190,9 @@ class WorkerPool:
         # Building the task once per worker also loads and caches its data set there.
         try:
             infos = ray.get([worker.describe.remote() for worker in self.workers])
-        except (RayActorError, RayTaskError) as e:
-            cause = getattr(e, "cause", None) or e
+        except (RayActorError, RayTaskError, RuntimeEnvSetupError) as e:
             raise TaskError(
-                f"task {self.spec.task!r}: the workers cannot build it: "
-                f"{type(cause).__name__}: {cause}"
+                f"task {self.spec.task!r}: the workers cannot build it: {worker_failure(e)}"
             ) from e
         self._info = {id(w): info for w, info in zip(self.workers, infos, strict=True)}
         return infos[0]
@@ -244,6 +252,7 @@ class WorkerPool:
 
         resources = self.spec.resources
         threads = max(1, int(resources.cpus_per_trial))
+        code = {"runtime_env": self.runtime_env} if self.runtime_env else {}
         return TrialWorker.options(
-            num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial
+            num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial, **code
         ).remote(self.spec.task, num_threads=threads)

@@ -9,6 +9,7 @@
 | ``TUNER_MAX_JOBS``      | 2: jobs ``tuner serve`` runs at once                          |
 | ``TUNER_DEBUG``         | unset: one-line errors; ``1`` shows tracebacks                |
 | ``TUNER_URL``           | unset: the local store (``--server``) | ``http://host:8000``  |
+| ``TUNER_MAX_CODE_MB``   | 50: the largest code archive ``tuner submit --code`` may send      |
 """
 
 from __future__ import annotations
@@ -46,11 +47,21 @@ class Settings(BaseSettings):
         default=False, validation_alias=AliasChoices("TUNER_DEBUG"),
         description="Show tracebacks instead of one-line errors (the CLI's --debug).",
     )
+    max_code_mb: float = Field(
+        default=50, gt=0, le=500, validation_alias=AliasChoices("TUNER_MAX_CODE_MB"),
+        description="The largest code archive a job may ship, in MiB (Ray's own limit is "
+        "500 MiB); unpacked, it may be ten times larger.",
+    )
 
     @property
     def database_url(self) -> str:
         """The SQLAlchemy URL of the jobs table and the Optuna studies."""
         return self.db_url or f"sqlite:///{self.home / 'tuner.db'}"
+
+    @property
+    def max_code_bytes(self) -> int:
+        """``TUNER_MAX_CODE_MB`` in bytes."""
+        return int(self.max_code_mb * 1024 * 1024)
 
     @property
     def tracking_uri(self) -> str:

@@ -106,7 +106,7 @@ class Coordinator:
         settings.ensure_home()
         spaces = {name: search_spaces.load(name, spec.space_overrides.get(name))
                   for name in spec.optimizers}
-        self.pool = WorkerPool(spec, warm=warm)
+        self.pool = WorkerPool(spec, warm=warm, settings=settings)
         self.problem: dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-start") as helper:
             stores = helper.submit(_open_stores, settings, job_id, spec, tracker, self._mark)

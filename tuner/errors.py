@@ -9,6 +9,7 @@ red line and exits 1, the REST API answers with the same text.
      ├── SpecError(TunerError, ValueError)        a job file or REST body is invalid
      ├── SearchSpaceError(TunerError, ValueError)  a search-space file or override is invalid
      ├── TaskError(TunerError, LookupError)        an unknown or broken task
+     ├── CodeError(TunerError, ValueError)         a code archive is refused (size, paths)
      ├── JobNotFoundError(TunerError, LookupError) no job with that id in this store
      ├── JobStateError(TunerError, RuntimeError)   the job is not in a state that allows it
      │    └── JobCancelled(JobStateError)      the job was cancelled while it ran
@@ -39,6 +40,15 @@ class SearchSpaceError(TunerError, ValueError):
 
 class TaskError(TunerError, LookupError):
     """A task name does not resolve, or its factory does not build a valid Task."""
+
+
+class CodeError(TunerError, ValueError):
+    """A code folder or archive shipped with a job is refused; ``too_large`` when it is over
+    the size limit (the API answers 413, else 422)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 class JobNotFoundError(TunerError, LookupError):

@@ -50,14 +50,17 @@ MODULE_PATH_MESSAGE = (
 )
 
 
-def service_task_problem(task: str) -> str | None:
-    """Why the service refuses ``task``, or ``None``: only built-in and installed tasks.
+def service_task_problem(task: str, *, with_code: bool = False) -> str | None:
+    """Why the service refuses ``task``, or ``None``: built-in and installed tasks, and a
+    ``package.module:factory`` path only in a job that ships its code (``with_code``).
 
-    A ``package.module:factory`` path is refused (never imported): a server must not run
-    code a client names. Nothing is imported here.
+    Without code, a module path is refused: a server must not run code a client names.
+    Nothing is imported here, with or without code (the workers import the shipped code).
     """
     from tuner.task import is_module_path, task_target
 
+    if with_code and is_module_path(task):
+        return None
     try:
         task_target(task, allow_module_path=False)
     except TaskError as e:

@@ -6,6 +6,7 @@ stored, with one line per bad field naming the field, the value and what is allo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,8 @@ __all__ = [
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("none", "median", "sha", "hyperband")
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 #: The seven classic optimizers of the demo, in the order people learn them.
 CLASSIC_OPTIMIZERS = ("gd", "sgd", "minibatch", "momentum", "nag", "rmsprop", "adam")
@@ -105,6 +108,15 @@ class JobSpec(BaseModel):
         default=None, description="A value of `metric` whose first epoch is reported."
     )
     space_overrides: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    code: str | None = Field(
+        default=None,
+        description="SHA-256 of the code archive shipped with the job (POST /v1/code; "
+        "`tuner submit --code DIR` sets it). The workers run in it.",
+    )
+    requirements: list[str] | None = Field(
+        default=None, max_length=200,
+        description="pip requirements installed for the job's workers (Ray runtime_env pip).",
+    )
 
     # Each check is a field validator, so that every bad field is reported at once
     # (pydantic skips a model validator when a field already failed). The search-space
@@ -183,6 +195,37 @@ class JobSpec(BaseModel):
         if problems:
             raise _Problems(problems)
         return overrides
+
+    @field_validator("code")
+    @classmethod
+    def _code_hash(cls, code: str | None) -> str | None:
+        if code is not None and not _SHA256.match(code):
+            raise _Problems([
+                f"code: got {code!r}; allowed: the SHA-256 (64 lowercase hex digits) of a code "
+                "archive uploaded with POST /v1/code (tuner submit --code DIR sends it)"
+            ])
+        return code
+
+    @field_validator("requirements")
+    @classmethod
+    def _valid_requirements(cls, requirements: list[str] | None) -> list[str] | None:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        if requirements is None:
+            return None
+        problems = []
+        for i, line in enumerate(requirements):
+            try:
+                Requirement(line)
+            except InvalidRequirement as e:
+                reason = str(e).splitlines()[0]
+                problems.append(
+                    f"requirements[{i}]: {line!r} is not a pip requirement ({reason}); "
+                    "allowed: a PEP 508 requirement such as 'termcolor>=2' or 'pkg==1.0'"
+                )
+        if problems:
+            raise _Problems(problems)
+        return requirements
 
     def study_name(self, job_id: int, optimizer: str) -> str:
         """The Optuna study of one optimizer of a job: ``job-<id>-<optimizer>``."""

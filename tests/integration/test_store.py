@@ -26,6 +26,8 @@ pytestmark = pytest.mark.integration
 BACKENDS = ["sqlite", "postgresql"]
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = {"name": "digits", "task": "digits-mlp", "optimizers": ["adam", "sgd"], "trials": 4}
+#: The newest migration of the tuner_* tables.
+HEAD = "0002"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -102,16 +104,17 @@ def _schema_diff(url: str) -> list[object]:
 
 def test_upgrade_creates_our_tables_and_is_idempotent(fresh_url: str) -> None:
     store.upgrade(fresh_url)
-    assert {"tuner_jobs", "tuner_job_events", "tuner_alembic_version"} <= _tables(fresh_url)
+    assert {"tuner_jobs", "tuner_job_events", "tuner_code",
+            "tuner_alembic_version"} <= _tables(fresh_url)
     assert "alembic_version" not in _tables(fresh_url)
-    assert _versions(fresh_url, "tuner_alembic_version") == ["0001"]
+    assert _versions(fresh_url, "tuner_alembic_version") == [HEAD]
     with store.session_scope(fresh_url) as session:
         job_id = store.create_job(session, name="kept", task="t", spec=SPEC).id
 
     store.upgrade(fresh_url)  # cached: nothing to do
     _rerun_upgrade(fresh_url)  # at head already: nothing to do either
 
-    assert _versions(fresh_url, "tuner_alembic_version") == ["0001"]
+    assert _versions(fresh_url, "tuner_alembic_version") == [HEAD]
     with store.session_scope(fresh_url) as session:
         assert store.get_job(session, job_id).name == "kept"
     assert _schema_diff(fresh_url) == []
@@ -127,10 +130,10 @@ def test_upgrade_next_to_optuna_leaves_its_version_table_alone(fresh_url: str) -
     _rerun_upgrade(fresh_url)
 
     assert _tables(fresh_url) == optuna_tables | {
-        "tuner_jobs", "tuner_job_events", "tuner_alembic_version"
+        "tuner_jobs", "tuner_job_events", "tuner_code", "tuner_alembic_version"
     }
     assert _versions(fresh_url, "alembic_version") == optuna_versions
-    assert _versions(fresh_url, "tuner_alembic_version") == ["0001"]
+    assert _versions(fresh_url, "tuner_alembic_version") == [HEAD]
     # Autogenerate ignores Optuna's tables: it would otherwise offer to drop them.
     assert _schema_diff(fresh_url) == []
     study = optuna.create_study(study_name="job-1-adam", storage=optuna_storage)
@@ -149,7 +152,7 @@ def test_optuna_still_works_after_our_upgrade(fresh_url: str) -> None:
 
     reloaded = optuna.load_study(study_name=f"job-{job.id}-adam", storage=fresh_url)
     assert len(reloaded.trials) == 3
-    assert _versions(fresh_url, "tuner_alembic_version") == ["0001"]
+    assert _versions(fresh_url, "tuner_alembic_version") == [HEAD]
     assert _versions(fresh_url, "alembic_version")  # Optuna's own, next to ours
     with store.session_scope(fresh_url) as session:
         assert store.count_jobs(session) == 1
@@ -165,7 +168,7 @@ def test_the_alembic_command_finds_no_pending_change(fresh_url: str) -> None:
         [*alembic, "current"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert current.returncode == 0, current.stderr
-    assert "0001 (head)" in current.stdout
+    assert f"{HEAD} (head)" in current.stdout
     check = subprocess.run(
         [*alembic, "check"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )

@@ -15,7 +15,7 @@ TASKS = ", ".join(task_names())
 FIELDS = (
     "name, task, optimizers, trials, epochs, metric, mode, sampler, pruner, diverged_as, "
     "lr_range_test, reproducible, seed, final_seeds, resources, max_concurrent, timeout_s, "
-    "target, space_overrides"
+    "target, space_overrides, code, requirements"
 )
 MINIMAL = {"task": "digits-mlp", "optimizers": ["adam"]}
 
@@ -95,6 +95,8 @@ def test_a_valid_file_is_read_field_by_field(tmp_path: Path) -> None:
             "adam": {"lr": {"low": 1.0e-4, "high": 1.0e-2}, "beta1": {"low": 0.8, "high": 0.99}},
             "momentum": {"momentum": {"choices": [0.99]}, "batch_size": {"choices": [128]}},
         },
+        "code": None,
+        "requirements": None,
     }
     assert spec.direction == "maximize"
     assert spec.study_name(7, "adam") == "job-7-adam"
@@ -123,6 +125,8 @@ def test_the_defaults_of_a_minimal_job() -> None:
         "timeout_s": None,
         "target": None,
         "space_overrides": {},
+        "code": None,
+        "requirements": None,
     }
     assert spec.direction == "minimize"
 
@@ -358,3 +362,20 @@ def test_spec_error_is_a_value_error_and_a_tuner_error() -> None:
         "task: required field is missing",
         "optimizers: required field is missing",
     ]
+
+
+def test_code_is_a_sha256_and_requirements_are_pep508_each_bad_one_named() -> None:
+    with pytest.raises(SpecError) as error:
+        parse_job({"task": "digits-mlp", "optimizers": ["adam"], "code": "ABC",
+                   "requirements": ["termcolor>=2", "-e .", "torch==2.4"]})
+
+    assert error.value.problems == [
+        "code: got 'ABC'; allowed: the SHA-256 (64 lowercase hex digits) of a code archive "
+        "uploaded with POST /v1/code (tuner submit --code DIR sends it)",
+        "requirements[1]: '-e .' is not a pip requirement (Expected package name at the start "
+        "of dependency specifier); allowed: a PEP 508 requirement such as 'termcolor>=2' or "
+        "'pkg==1.0'",
+    ]
+    spec = parse_job({"task": "digits-mlp", "optimizers": ["adam"], "code": "0f" * 32,
+                      "requirements": ["termcolor>=2"]})
+    assert (spec.code, spec.requirements) == ("0f" * 32, ["termcolor>=2"])

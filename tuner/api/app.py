@@ -70,7 +70,7 @@ def create_app(
         on_submit: Called after a job is stored (default: ``service.wake``).
         max_body_bytes: Larger request bodies get 413.
     """
-    from tuner.api.routes import catalog, health, jobs, report
+    from tuner.api.routes import catalog, code, health, jobs, report
 
     settings = settings or get_settings()
 
@@ -106,6 +106,7 @@ def create_app(
     app.state.optuna_storage = None
     app.include_router(jobs.router)
     app.include_router(report.router)
+    app.include_router(code.router)  # its own body limit: TUNER_MAX_CODE_MB
     app.include_router(catalog.router)
     app.include_router(health.router)
     _add_error_handlers(app)

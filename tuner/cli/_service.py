@@ -128,31 +128,79 @@ def submit(
     wait: Annotated[bool, typer.Option(
         "--wait", help="Follow the job with progress bars until it ends.")] = False,
     server: ServerOption = None,
+    code: Annotated[Path | None, typer.Option(
+        "--code", metavar="DIR",
+        help="Ship this folder with the job (zipped; .git, virtualenvs, .tuner and "
+             "__pycache__ left out): the workers run in it, so task: package.module:factory "
+             "may name your own code.")] = None,
 ) -> None:
     """Submit a job to the tuner server; prints its id.
 
     The file is validated here first (the same checks as the server's). The server runs
-    built-in and installed tasks only (see tuner tasks), not package.module:factory paths.
-    With --wait, exits 0 when the job succeeds and 1 when it fails or is cancelled.
+    built-in and installed tasks (see tuner tasks), and package.module:factory paths from the
+    code shipped with --code (the folder is uploaded first; the server never imports it,
+    its Ray workers do). With --wait, exits 0 when the job succeeds and 1 when it fails or
+    is cancelled.
+
+    Example: tuner submit job.yaml --code . --wait
     """
     from tuner.service import service_task_problem
     from tuner.spec import load_job_file
 
     spec = load_job_file(job_file)
-    problem = service_task_problem(spec.task)
+    problem = service_task_problem(spec.task, with_code=code is not None)
     if problem is not None:
+        if code is None and spec.task.count(":") == 1:
+            problem += "; or ship your code with it: tuner submit JOB.yaml --code DIR"
         raise SpecError([problem], source=str(job_file))
     if not server:
         raise TunerError(
             "no tuner server: set TUNER_URL or pass --server URL "
             f"(or run the job in this process: tuner run {job_file})"
         )
+    document = spec.model_dump(mode="json")
     with client_for(server) as client:
-        job = client.submit(spec.model_dump(mode="json"), source=str(job_file))
+        if code is not None:
+            document["code"] = _ship_code(client, code, spec)
+        job = client.submit(document, source=str(job_file))
         console.print(f"job {job['id']} submitted to {client.url} ({job['state']})",
                       highlight=False)
         if wait:
             follow_job(lambda: client.job(job["id"]), job["id"])
+
+
+def _ship_code(client: Any, folder: Path, spec: Any) -> str:
+    """Pack ``folder`` and upload it (a spinner meanwhile); the archive's SHA-256."""
+    from tuner.code import pack_directory
+    from tuner.task import is_module_path
+
+    if not is_module_path(spec.task):
+        err_console.print(
+            f"[yellow]warning:[/] task {spec.task!r} is not a package.module:factory path; "
+            f"the code in {folder} is shipped, but only code the task imports uses it",
+            highlight=False)
+    else:
+        module = spec.task.partition(":")[0].replace(".", "/")
+        if not ((folder / f"{module}.py").is_file() or (folder / module).is_dir()
+                or spec.requirements):
+            err_console.print(
+                f"[yellow]warning:[/] task {spec.task!r}: neither {module}.py nor {module}/ "
+                f"is in {folder}; the workers import it from their own environment",
+                highlight=False)
+    with err_console.status(f"packing {folder} ..."):
+        archive = pack_directory(folder, max_bytes=get_settings().max_code_bytes)
+    what = (f"{len(archive.files)} files, {_size(archive.size)} "
+            f"({_size(archive.unpacked)} unpacked)")
+    with err_console.status(f"uploading {folder}: {what} to {client.url} ..."):
+        stored = client.upload_code(archive.data)
+    err_console.print(f"code {stored['sha256'][:12]} uploaded: {what}", highlight=False)
+    return str(stored["sha256"])
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    return f"{size / 1024:.1f} KiB" if size < 1024**2 else f"{size / 1024**2:.1f} MiB"
 
 
 # -- cancel ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from tuner.store._code import code_bytes, get_code, put_code
 from tuner.store._engine import get_engine, session_scope, upgrade
 from tuner.store._jobs import (
     STALE_AFTER_S,
@@ -28,24 +29,28 @@ from tuner.store._jobs import (
     take_over,
     update_progress,
 )
-from tuner.store._models import TERMINAL_STATES, Base, Job, JobEvent, JobState
+from tuner.store._models import TERMINAL_STATES, Base, CodeArchive, Job, JobEvent, JobState
 
 __all__ = [
     "STALE_AFTER_S",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "Base",
+    "CodeArchive",
     "Job",
     "JobEvent",
     "JobState",
     "claim_next_queued",
+    "code_bytes",
     "count_jobs",
     "create_job",
     "get_job",
+    "get_code",
     "get_engine",
     "job_events",
     "latest_job",
     "list_jobs",
+    "put_code",
     "request_cancel",
     "session_scope",
     "set_mlflow",

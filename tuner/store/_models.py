@@ -1,4 +1,4 @@
-"""The ``tuner_*`` tables: jobs and their state history.
+"""The ``tuner_*`` tables: jobs, their state history, and the code archives shipped with them.
 
 We share the database with Optuna's RDBStorage, which owns the unprefixed tables and the
 default ``alembic_version`` table; every table here starts with ``tuner_`` and the
@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -31,6 +32,7 @@ __all__ = [
     "TABLE_PREFIX",
     "TERMINAL_STATES",
     "Base",
+    "CodeArchive",
     "Job",
     "JobEvent",
     "JobState",
@@ -198,6 +200,29 @@ class JobEvent(Base):
 
     def __repr__(self) -> str:
         return f"JobEvent(job_id={self.job_id!r}, state={self.state!r}, at={self.at!r})"
+
+
+class CodeArchive(Base):
+    """A zip of a user's code (``tuner submit --code``), addressed by its SHA-256.
+
+    Kept in the jobs database so that a restarted server, or another server on the same
+    database, has it; a job's spec names it in ``code``. The same code sent twice is
+    stored once.
+    """
+
+    __tablename__ = "tuner_code"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the API answers about an archive (never its bytes)."""
+        return {"sha256": self.sha256, "size": self.size, "created_at": _iso(self.created_at)}
+
+    def __repr__(self) -> str:
+        return f"CodeArchive(sha256={self.sha256[:12]!r}..., size={self.size!r})"
 
 
 def _iso(value: datetime | None) -> str | None:

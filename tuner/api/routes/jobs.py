@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
@@ -80,30 +81,40 @@ async def job_document(request: Request) -> Any:
         raise SpecError([f"not valid JSON: {e}"], source="body") from None
 
 
-def parse_api_job(document: Any) -> JobSpec:
-    """:func:`tuner.spec.parse_job`, plus the API's rule: built-in or installed tasks only.
+def parse_api_job(document: Any, *,
+                  code_stored: Callable[[str], bool] | None = None) -> JobSpec:
+    """:func:`tuner.spec.parse_job`, plus the API's rule: built-in or installed tasks, or a
+    module path in a job that ships its code (``code``, which ``code_stored`` must find).
 
-    A module path (``package.module:factory``) is refused with its own message and never
-    imported (the spec checks names only; nothing here imports a task).
+    A module path (``package.module:factory``) is never imported here: without ``code`` it
+    is refused with its own message; with it, only its shape is checked (the workers
+    import it from the code).
 
     Raises:
         SpecError: every bad field at once, with the CLI's texts.
     """
+    from tuner.api.routes.code import code_problem
     from tuner.service import service_task_problem
     from tuner.spec import parse_job
 
     task = document.get("task") if isinstance(document, dict) else None
-    task_problem = service_task_problem(task) if isinstance(task, str) else None
+    code = document.get("code") if isinstance(document, dict) else None
+    task_problem = (service_task_problem(task, with_code=code is not None)
+                    if isinstance(task, str) else None)
+    code_missing = (code_problem(code, code_stored)
+                    if isinstance(code, str) and code_stored is not None else None)
     try:
         spec = parse_job(document, source="body")
     except SpecError as e:
         problems = e.problems
     else:
-        if task_problem is None:
+        if task_problem is None and code_missing is None:
             return spec
         problems = []
     if task_problem is not None:
         problems = [p for p in problems if not p.startswith("task:")] + [task_problem]
+    if code_missing is not None:
+        problems.append(code_missing)
     raise SpecError(problems, source="body")
 
 
@@ -137,7 +148,9 @@ def submit_job(
     """Submit a job: validated whole (422 names each bad field), stored ``queued``, 201.
 
     The body is the job file as JSON. The task must be built-in or installed (see
-    ``GET /v1/tasks``); a ``package.module:factory`` path is refused and never imported.
+    ``GET /v1/tasks``), or a ``package.module:factory`` path in a job whose ``code`` names
+    an archive uploaded with ``POST /v1/code``; the server never imports it (its workers
+    do). Without ``code``, a module path is refused.
     Needs ``Authorization: Bearer $TUNER_API_TOKEN``.
 
     Example::
@@ -148,7 +161,8 @@ def submit_job(
     """
     from tuner import store
 
-    spec = parse_api_job(document)
+    spec = parse_api_job(document,
+                         code_stored=lambda sha: store.get_code(session, sha) is not None)
     job = store.create_job(
         session, name=spec.name, task=spec.task, spec=spec.model_dump(mode="json"),
         origin="api",
