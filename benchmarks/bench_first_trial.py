@@ -48,8 +48,15 @@ def _first_start(db: Path, job_id: int) -> dt.datetime:
     return dt.datetime.fromisoformat(row[0])
 
 
+#: Where the tuner under test is imported from (``--code``, e.g. a worktree of an older
+#: commit, to compare before and after); the installed package when unset.
+CODE: str | None = None
+
+
 def _env(home: Path) -> dict[str, str]:
     env = {**os.environ, "TUNER_HOME": str(home)}
+    if CODE:
+        env["PYTHONPATH"] = CODE
     for key in ("TUNER_DB_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "TUNER_URL"):
         env.pop(key, None)
     return env
@@ -61,7 +68,7 @@ def time_run() -> float:
         job = Path(folder) / "job.yaml"
         job.write_text(yaml.safe_dump(JOB))
         started = dt.datetime.now()
-        subprocess.run([sys.executable, "-m", "tuner", "run", str(job)], env=_env(home),
+        subprocess.run([sys.executable, "-m", "tuner.cli", "run", str(job)], env=_env(home),
                        cwd=folder, check=True, capture_output=True)
         return (_first_start(home / "tuner.db", 1) - started).total_seconds()
 
@@ -73,7 +80,7 @@ def time_serve() -> tuple[float, float]:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         server = subprocess.Popen(
-            [sys.executable, "-m", "tuner", "serve", "--port", str(port)], env=_env(home),
+            [sys.executable, "-m", "tuner.cli", "serve", "--port", str(port)], env=_env(home),
             cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -106,10 +113,17 @@ def time_serve() -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--code", help="import tuner from this folder (e.g. an older checkout)")
+    parser.add_argument("--only-run", action="store_true", help="time `tuner run` only")
     args = parser.parse_args()
+    global CODE
+    CODE = str(Path(args.code).resolve()) if args.code else None
     found: dict[str, list[float]] = {"run": [], "serve-cold": [], "serve-warm": []}
     for repeat in range(args.repeats):
         found["run"].append(time_run())
+        if args.only_run:
+            print(f"[{repeat + 1}/{args.repeats}] run {found['run'][-1]:.2f} s", flush=True)
+            continue
         cold, warm = time_serve()
         found["serve-cold"].append(cold)
         found["serve-warm"].append(warm)
@@ -118,11 +132,14 @@ def main() -> None:
     print(f"\nseconds until the first trial starts (medians of {args.repeats})")
     summary: dict[str, Any] = {}
     for way, values in found.items():
+        if not values:
+            continue
         summary[way] = statistics.median(values)
         print(f"  {way:<11}{summary[way]:>7.2f}")
-    out = HERE / "results" / f"first-trial-{dt.date.today().isoformat()}.json"
+    out = HERE / "results" / f"first-trial-{dt.datetime.now():%Y-%m-%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"job": JOB, "runs": found, "medians": summary}, indent=2))
+    out.write_text(json.dumps({"job": JOB, "code": CODE, "runs": found, "medians": summary},
+                              indent=2))
     print(f"written: {out.relative_to(HERE.parent)}")
 
 
