@@ -19,8 +19,9 @@
 
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build: resolve and install everything into a virtual environment ---------------------
-FROM ${BASE_IMAGE} AS build
+# One stage: the virtual environment is built where it runs (a second stage would copy its
+# 2 GB once more on every rebuild). Layers from the slowest-changing to the fastest.
+FROM ${BASE_IMAGE}
 # ray[default] adds the dashboard (port 8265) and the node agents; ray[tune] is the package's own
 # requirement.
 ARG RAY_VERSION=2.60.0
@@ -43,6 +44,16 @@ RUN --mount=type=cache,target=/root/.cache/pip \
       "$TORCH_REQUIREMENT" "ray[default,tune]==${RAY_VERSION}" . \
  && pip uninstall --yes tuner \
  && rm -rf /src/*
+
+LABEL org.opencontainers.image.title="tuner" \
+      org.opencontainers.image.description="Hyperparameter tuning of torch.optim optimizers on Optuna, Ray and MLflow"
+# A non-root user; /mlartifacts is created here so a fresh named volume inherits its owner.
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin tuner \
+ && mkdir -p /mlartifacts /home/tuner/.tuner \
+ && chown tuner:tuner /mlartifacts /home/tuner/.tuner
+COPY deploy/tuner-entrypoint.sh /usr/local/bin/tuner-entrypoint
+RUN chmod 0755 /usr/local/bin/tuner-entrypoint
+
 # Then the project itself, without touching its dependencies.
 COPY pyproject.toml README.md ./
 COPY tuner ./tuner
@@ -50,21 +61,7 @@ COPY workers ./workers
 COPY search_spaces ./search_spaces
 RUN pip install $PIP_OPTIONS --no-deps --no-build-isolation . \
  && pip check \
- && rm -rf /src
-
-# ---- runtime ------------------------------------------------------------------------------
-FROM ${BASE_IMAGE}
-LABEL org.opencontainers.image.title="tuner" \
-      org.opencontainers.image.description="Hyperparameter tuning of torch.optim optimizers on Optuna, Ray and MLflow"
-
-# A non-root user; /mlartifacts is created here so a fresh named volume inherits its owner.
-RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin tuner \
- && mkdir -p /mlartifacts /home/tuner/.tuner \
- && chown tuner:tuner /mlartifacts /home/tuner/.tuner
-
-COPY --from=build /opt/venv /opt/venv
-COPY deploy/tuner-entrypoint.sh /usr/local/bin/tuner-entrypoint
-RUN chmod 0755 /usr/local/bin/tuner-entrypoint
+ && cd / && rm -rf /src
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
