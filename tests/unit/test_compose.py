@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,24 @@ def test_compose_test_runs_the_smoke_script_and_always_tears_down():
     for part in ("docker-compose.yml", "docker-compose.cpu.yml", "deploy/test/compose.smoke.yml",
                  "submit \"$WORK/job.yaml\" --wait", "podman restart"):
         assert part in text, part
+
+
+def test_podman_compose_merges_the_cpu_variant(tmp_path, services):
+    """podman-compose (the dev extra; it needs the podman binary) merges the two files as
+    deploy/smoke.sh and deploy/README.md use them: `!reset` removes the GPU reservation."""
+    compose_cli = Path(sys.executable).with_name("podman-compose")
+    if not compose_cli.exists() or shutil.which("podman") is None:
+        pytest.skip("no podman-compose or no podman")
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text())
+    done = subprocess.run(
+        [str(compose_cli), "--env-file", str(tmp_path / ".env"), "-f", str(COMPOSE),
+         "-f", str(CPU), "config"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    assert set(merged) == set(services)
+    assert "deploy" not in merged["ray-worker"]
+    assert "--num-gpus=0" in merged["ray-worker"]["command"]
+    assert merged["tuner"]["environment"]["RAY_ADDRESS"] == "ray-head:6379"
+    assert merged["postgres"]["image"] == "postgres:16"
