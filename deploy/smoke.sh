@@ -121,18 +121,18 @@ fi
 
 # ---- images --------------------------------------------------------------------------------
 step "images"
+if ! podman image exists "$DEBIAN_IMAGE"; then
+  echo "$DEBIAN_IMAGE: debootstrap --variant=minbase bookworm (no image registry here)"
+  rootfs="$WORK/rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" >"$WORK/debootstrap.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$DEBIAN_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+fi
 if [ -n "${SMOKE_BASE_IMAGE:-}" ]; then
   PYTHON_IMAGE=$SMOKE_BASE_IMAGE
 else
-  if ! podman image exists "$DEBIAN_IMAGE"; then
-    echo "$DEBIAN_IMAGE: debootstrap --variant=minbase bookworm (no image registry here)"
-    rootfs="$WORK/rootfs"
-    debootstrap --variant=minbase bookworm "$rootfs" >"$WORK/debootstrap.log" 2>&1 \
-      || { tail -20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$DEBIAN_IMAGE" >/dev/null
-    rm -rf "$rootfs"
-  fi
   podman build -q -f deploy/test/python.Containerfile -t "$PYTHON_IMAGE" deploy/test >/dev/null
 fi
 podman build -q -f deploy/test/postgres.Containerfile -t "$POSTGRES_IMAGE" deploy/test >/dev/null
