@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean compose-test
 
 $(BIN)/tuner: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check tuner workers search_spaces tests benchmarks
 	$(BIN)/mypy
+
+# The compose deployment built and run with podman (deploy/smoke.sh; deploy/README.md).
+compose-test: setup
+	TUNER_PYTHON=$(abspath $(BIN))/python deploy/smoke.sh
 
 clean:
 	rm -rf $(VENV) .tuner

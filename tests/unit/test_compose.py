@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,12 +82,20 @@ def test_the_five_services_exist(services):
 
 def test_published_ports(services):
     def published(name):
-        return {str(p).rsplit(":", 2)[-2] if ":" in str(p) else str(p)
-                for p in services[name].get("ports", [])}
+        """Host port (its default when it is a ${VAR:-default}) of each published port."""
+        ports = set()
+        for p in services[name].get("ports", []):
+            host = str(p).rsplit(":", 1)[0]
+            host = VAR_RE.sub(lambda m: m.group(3) or "", host)
+            ports.add(host.rsplit(":", 1)[-1])
+        return ports
 
-    assert "8000" in published("tuner")
-    assert "5000" in published("mlflow")
-    assert "8265" in published("ray-head")
+    def container(name):
+        return {str(p).rsplit(":", 1)[-1] for p in services[name].get("ports", [])}
+
+    assert "8000" in published("tuner") and container("tuner") == {"8000"}
+    assert "5000" in published("mlflow") and container("mlflow") == {"5000"}
+    assert "8265" in published("ray-head") and container("ray-head") == {"8265"}
     # Workers publish nothing: `--scale ray-worker=N` would collide on host ports.
     assert not services["ray-worker"].get("ports")
 
@@ -219,7 +228,10 @@ def test_tuner_service_urls(services):
 
 def test_dockerfile(services):
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim|^FROM python:3\.11", text, re.M)
+    # The base image is a build argument; users get python:3.11-slim (deploy/smoke.sh builds
+    # on a Debian bookworm image with Debian's Python 3.11 where no registry is reachable).
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
     assert re.search(r"pip install [^\n]*\.\s", text), "the project is not installed"
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0"), "no non-root USER"
@@ -279,3 +291,71 @@ def test_docker_compose_config_validates(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML of compose override files: `!reset` (Compose 2.24+, podman-compose 1.1+)."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: "!reset")
+
+CPU = ROOT / "docker-compose.cpu.yml"
+SMOKE = DEPLOY / "test" / "compose.smoke.yml"
+
+
+def test_cpu_variant_drops_the_gpu_reservation_only(services):
+    cpu = yaml.load(CPU.read_text(), Loader=_ComposeLoader)["services"]
+    assert set(cpu) <= SERVICES
+    assert cpu["ray-worker"]["deploy"] == "!reset"
+    worker = " ".join(cpu["ray-worker"]["command"])
+    assert "--num-gpus=0" in worker
+    # The rest of the worker's command is the GPU file's.
+    assert worker.replace(" --num-gpus=0", "") == " ".join(services["ray-worker"]["command"])
+    for name in ("mlflow", "ray-head", "ray-worker", "tuner"):
+        args = cpu[name]["build"]["args"]
+        assert args["TORCH_REQUIREMENT"].endswith("+cpu")
+        assert cpu[name]["build"]["dockerfile"] == "Dockerfile"
+    # Ports, volumes, environment and dependencies stay docker-compose.yml's.
+    for service in cpu.values():
+        assert not {"ports", "volumes", "environment", "depends_on"} & set(service)
+
+
+def test_smoke_override_swaps_only_the_postgres_image():
+    smoke = yaml.safe_load(SMOKE.read_text())["services"]
+    assert set(smoke) == {"postgres"}
+    assert set(smoke["postgres"]) == {"image", "pull_policy"}
+    assert smoke["postgres"]["image"].startswith("localhost/")
+
+
+def test_compose_test_runs_the_smoke_script_and_always_tears_down():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^compose-test: setup\n\t.*deploy/smoke\.sh$", makefile, re.M)
+    script = (DEPLOY / "smoke.sh")
+    assert script.stat().st_mode & 0o111
+    text = script.read_text()
+    assert "trap teardown EXIT" in text
+    assert "down -v" in text
+    for part in ("docker-compose.yml", "docker-compose.cpu.yml", "deploy/test/compose.smoke.yml",
+                 "submit \"$WORK/job.yaml\" --wait", "podman restart"):
+        assert part in text, part
+
+
+def test_podman_compose_merges_the_cpu_variant(tmp_path, services):
+    """podman-compose (the dev extra; it needs the podman binary) merges the two files as
+    deploy/smoke.sh and deploy/README.md use them: `!reset` removes the GPU reservation."""
+    compose_cli = Path(sys.executable).with_name("podman-compose")
+    if not compose_cli.exists() or shutil.which("podman") is None:
+        pytest.skip("no podman-compose or no podman")
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text())
+    done = subprocess.run(
+        [str(compose_cli), "--env-file", str(tmp_path / ".env"), "-f", str(COMPOSE),
+         "-f", str(CPU), "config"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    assert set(merged) == set(services)
+    assert "deploy" not in merged["ray-worker"]
+    assert "--num-gpus=0" in merged["ray-worker"]["command"]
+    assert merged["tuner"]["environment"]["RAY_ADDRESS"] == "ray-head:6379"
+    assert merged["postgres"]["image"] == "postgres:16"
