@@ -15,8 +15,10 @@ TASKS = ", ".join(task_names())
 FIELDS = (
     "name, task, optimizers, trials, epochs, metric, mode, sampler, pruner, diverged_as, "
     "lr_range_test, reproducible, seed, final_seeds, resources, max_concurrent, timeout_s, "
-    "target, space_overrides, code, requirements"
+    "target, space_overrides, code, requirements, trainer"
 )
+TRAINER_DEFAULTS = {"val_batch_size": 1024, "num_workers": 0, "pin_memory": None, "amp": "off",
+                    "grad_clip": None}
 MINIMAL = {"task": "digits-mlp", "optimizers": ["adam"]}
 
 VALID_FILE = """\
@@ -97,6 +99,7 @@ def test_a_valid_file_is_read_field_by_field(tmp_path: Path) -> None:
         },
         "code": None,
         "requirements": None,
+        "trainer": TRAINER_DEFAULTS,
     }
     assert spec.direction == "maximize"
     assert spec.study_name(7, "adam") == "job-7-adam"
@@ -127,6 +130,7 @@ def test_the_defaults_of_a_minimal_job() -> None:
         "space_overrides": {},
         "code": None,
         "requirements": None,
+        "trainer": TRAINER_DEFAULTS,
     }
     assert spec.direction == "minimize"
 
