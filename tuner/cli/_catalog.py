@@ -35,20 +35,24 @@ def spaces(
     if not name:
         console.print("Override a range in a job file: [bold]space_overrides: "
                       "{adam: {lr: {low: 1.0e-4, high: 1.0e-2}}}[/]")
+        console.print("Every space also takes [bold]schedule: {choices: [exponential, "
+                      "warmup_cosine, constant]}[/] and [bold]warmup: {low: 0.02, high: 0.1}[/]")
 
 
 @app.command(rich_help_panel="What can be tuned")
 @friendly
 def tasks() -> None:
     """List the tasks a job can train: built-in and installed (entry points ``tuner.tasks``)."""
-    from tuner.task import available_tasks, reported_metrics
+    from tuner.task import available_tasks
 
     table = Table(header_style="bold")
     for column in ("task", "kind", "metrics (metric: in a job file)", "description"):
         table.add_column(column)
     for info in available_tasks():
-        metrics = ", ".join(reported_metrics(info.metrics))
+        metrics = ", ".join(info.reports)
         table.add_row(info.name, info.kind, metrics, info.description)
     console.print(table)
     console.print("Your own task: [bold]task: package.module:factory[/] "
                   "(a function seed -> tuner.Task; see README)")
+    console.print("Your own training loop: [bold]task: package.module:train[/] "
+                  "(@tuner.training_loop def train(trial); see README)")
