@@ -85,6 +85,11 @@ class TrainerOptions(BaseModel):
     # Clip the global gradient norm to this value before each step (null: no clipping).
     grad_clip: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, amp: Any) -> Any:
+        return "off" if amp is False else amp  # YAML 1.1 reads a bare `off` as false
+
 
 class JobSpec(BaseModel):
     """A tuning job: which optimizers to compare on which task, and how hard to search.

@@ -83,7 +83,8 @@ class _Worker:
         from tuner.task import is_training_loop, resolve_task
 
         torch.set_num_threads(max(1, num_threads))
-        self._factory = resolve_task(task)
+        # A factory seed -> Task, or a training loop train(trial) (self._is_loop).
+        self._factory: Any = resolve_task(task)
         self._is_loop = is_training_loop(self._factory)
         self._task_name = task
         self._trainer = dict(trainer or {})

@@ -79,10 +79,10 @@ class _Acting:
 
     def __init__(self, policy: Policy) -> None:
         first, last = policy.net[0], policy.net[2]
-        self.w1, self.b1, self.w2, self.b2 = (
-            t.detach().cpu().numpy().astype(np.float64)
-            for t in (first.weight, first.bias, last.weight, last.bias)
-        )
+        assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)
+        weights = [t.detach().cpu().numpy().astype(np.float64)
+                   for t in (first.weight, first.bias, last.weight, last.bias)]
+        self.w1, self.b1, self.w2, self.b2 = weights
 
     def logits(self, observation: np.ndarray) -> np.ndarray:
         return self.w2 @ np.tanh(self.w1 @ observation + self.b1) + self.b2

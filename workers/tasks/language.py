@@ -70,6 +70,8 @@ def _tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 class TinyGPT(nn.Module):
     """A small causal transformer over bytes: ``(batch, T)`` -> logits ``(batch, T, 256)``."""
 
+    causal: torch.Tensor  # the (T, T) mask of future positions, a buffer
+
     def __init__(self, *, width: int = WIDTH, heads: int = HEADS, layers: int = LAYERS,
                  context: int = CONTEXT) -> None:
         super().__init__()
