@@ -261,9 +261,9 @@ class Coordinator:
         if start:
             # A training loop reads its hyperparameters from the config (trial.hyperparameters)
             # and checks its first report for the job's metric.
-            ref = slot.worker.start.remote(slot.key, {**slot.config, "hyperparameters": slot.hyper},
-                                           seed=slot.seed, epochs=epochs, budget=self.spec.epochs,
-                                           metric=self.spec.metric)
+            config = {**slot.config, "hyperparameters": slot.hyper}
+            ref = slot.worker.start.remote(slot.key, config, seed=slot.seed, epochs=epochs,
+                                           budget=self.spec.epochs, metric=self.spec.metric)
         else:
             ref = slot.worker.advance.remote(slot.key, epochs=epochs)
         del self._pending[slot]

@@ -149,7 +149,7 @@ def test_the_export_says_when_to_step_and_loads_back() -> None:
     python = render_export(document, "python")
     assert "    # call scheduler.step() once per batch (after every optimizer.step())" in python
     namespace: dict = {}
-    exec(compile(python, "export.py", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(python, "export.py", "exec"), namespace)  # our own output
     model = torch.nn.Linear(2, 1)
     optimizer, scheduler = namespace["make_best"](model.parameters())
     assert isinstance(scheduler, torch.optim.lr_scheduler.SequentialLR)

@@ -109,8 +109,8 @@ def test_warmup_cosine_steps_per_batch_when_the_loop_says_how_many() -> None:
 # -- the worker's side: a loop in a thread, epochs handed over chunk by chunk ---------------
 
 
-def worker(metric: str = "val_loss") -> _Worker:
-    return _Worker("tests.integration.loops:probe", metric=metric)
+def worker() -> _Worker:
+    return _Worker("tests.integration.loops:probe")
 
 
 def test_a_loop_worker_says_it_knows_no_data_or_metrics_in_advance() -> None:
@@ -178,10 +178,10 @@ def test_divergence_and_errors_end_the_trial() -> None:
 
 
 def test_a_loop_without_the_jobs_metric_raises_a_task_error() -> None:
-    w = worker(metric="val_accuracy")
+    w = worker()
 
     with pytest.raises(tuner.TaskError) as info:
-        w.start("sgd/trial/0", SGD, seed=0, epochs=1, budget=2)
+        w.start("sgd/trial/0", SGD, seed=0, epochs=1, budget=2, metric="val_accuracy")
 
     assert str(info.value) == ("metric: training loop 'tests.integration.loops:probe' does "
                                "not report 'val_accuracy'; it reports val_loss")

@@ -22,6 +22,6 @@ task name                 factory                                     metric
 ``val_return``, ``train_return`` and ``train_loss`` itself.
 
 Every task's data is bundled (scikit-learn's ``load_digits``, Python's ``pydoc_data``) or
-generated from a fixed generator, never downloaded; it is built once per process and shared by every trial, whatever
-the seed. The seed only sets the model's initial parameters.
+generated from a fixed generator, never downloaded; it is built once per process and shared by
+every trial, whatever the seed. The seed only sets the model's initial parameters.
 """
