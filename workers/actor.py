@@ -111,8 +111,8 @@ class _Worker:
             node_id=context.get_node_id() if context else "local",
             pid=os.getpid(),
             device=str(self._device),
-            train_size=len(task.train),  # type: ignore[arg-type]
-            val_size=len(task.val),  # type: ignore[arg-type]
+            train_size=len(task.train),
+            val_size=len(task.val),
             metrics=reported_metrics(task.metrics),
             data_sha256=_fingerprint(task),
         )
