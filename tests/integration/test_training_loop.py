@@ -61,16 +61,21 @@ def test_a_training_loop_is_pruned_diverges_fails_and_is_rerun_with_final_seeds(
     assert trials[3].user_attrs["reason"].startswith("ValueError: lr ")
     assert trials[3].user_attrs["reason"].endswith(" is too high for this model")
     assert states[7] == states[8] == "PRUNED"
-    assert Counter(states.values()) == {"COMPLETE": 5, "PRUNED": 2, "DIVERGED": 1, "FAIL": 1}
-    # What the loop itself saw: report raised TrialPruned in the pruned trials (once the
-    # worker moved on), TrialDiverged in the diverged one; the others returned.
+    # The others learn; the median pruner may stop one whose lr is far from 10^-2.5.
+    assert {states[n] for n in (0, 1, 4, 5, 6)} <= {"COMPLETE", "PRUNED"}
+    assert Counter(states.values())["COMPLETE"] >= 3
+    # What the loop itself saw: report raised TrialPruned in every pruned trial (once the
+    # worker moved on), TrialDiverged in the diverged one; the complete ones returned.
     seen = {e["seed"]: e for e in loops.events()}
-    assert seen[7]["event"] == seen[8]["event"] == "TrialPruned"
-    assert seen[7]["epochs"] < spec.epochs
+    for number, state in states.items():
+        if state == "PRUNED":
+            assert seen[number]["event"] == "TrialPruned", number
+            assert seen[number]["epochs"] < spec.epochs
+        elif state == "COMPLETE":
+            assert seen[number] == {"seed": number, "event": "returned",
+                                    "epochs": spec.epochs}
     assert seen[2]["event"] == "TrialDiverged" and seen[2]["epochs"] == 1
     assert 3 not in seen  # it raised its own error
-    for number in (0, 1, 4, 5, 6):
-        assert seen[number] == {"seed": number, "event": "returned", "epochs": spec.epochs}
     # The final re-runs: the best setting with the seeds 42 and 43, complete.
     result = outcome.results["sgd"]
     assert [(f.seed, f.state) for f in result.finals] == [(42, "COMPLETE"), (43, "COMPLETE")]
@@ -93,7 +98,7 @@ def test_a_training_loop_is_pruned_diverges_fails_and_is_rerun_with_final_seeds(
     _, _, runs = mlflow_runs(settings, job_id)
     by_state = Counter(r.data.tags.get("tuner.state") for r in runs
                        if r.data.tags.get("tuner.level") == "trial")
-    assert by_state == {"COMPLETE": 5, "PRUNED": 2, "DIVERGED": 1, "FAIL": 1}
+    assert by_state == Counter(states.values())
 
 
 def test_a_loop_that_does_not_report_the_jobs_metric_fails_the_job() -> None:
