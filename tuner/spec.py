@@ -208,6 +208,19 @@ class JobSpec(BaseModel):
             ])
         return metric
 
+    @field_validator("lr_range_test")
+    @classmethod
+    def _range_test_needs_a_task(cls, lr_range_test: bool, info: ValidationInfo) -> bool:
+        from tuner.task import LOOP_TASKS
+
+        task = info.data.get("task")
+        if lr_range_test and task in LOOP_TASKS:
+            raise _Problems([
+                f"lr_range_test: task {task!r} is a training loop; the range test trains a "
+                "Task (a model, data and a loss) and cannot drive a loop"
+            ])
+        return lr_range_test
+
     @field_validator("trainer")
     @classmethod
     def _amp_device(cls, trainer: TrainerOptions, info: ValidationInfo) -> TrainerOptions:

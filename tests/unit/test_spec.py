@@ -429,3 +429,11 @@ def test_a_module_path_may_report_any_metric_name() -> None:
     spec = parse_job({**MINIMAL, "task": "mymodel.gan:train", "metric": "val_w1"})
 
     assert spec.metric == "val_w1"
+
+
+def test_the_lr_range_test_cannot_drive_a_training_loop() -> None:
+    assert problems_of({"task": "cartpole-reinforce", "optimizers": ["adam"],
+                        "metric": "val_return", "mode": "max", "lr_range_test": True}) == [
+        "lr_range_test: task 'cartpole-reinforce' is a training loop; the range test trains a "
+        "Task (a model, data and a loss) and cannot drive a loop"
+    ]
