@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tuner.cli._app import app, friendly
@@ -50,7 +51,8 @@ def tasks() -> None:
         table.add_column(column)
     for info in available_tasks():
         metrics = ", ".join(info.reports)
-        table.add_row(info.name, info.kind, metrics, info.description)
+        # escape: "tuner[rl]" is text, not Rich markup
+        table.add_row(info.name, info.kind, metrics, escape(info.description))
     console.print(table)
     console.print("Your own task: [bold]task: package.module:factory[/] "
                   "(a function seed -> tuner.Task; see README)")
