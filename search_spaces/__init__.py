@@ -4,7 +4,9 @@ distributions and ``torch.optim`` keyword arguments.
 A file (``search_spaces/<name>.yaml``) names a ``torch.optim`` class and gives each parameter a
 distribution; parameter names are shared by every file (``lr``, ``batch_size``,
 ``weight_decay``, ``beta1``/``beta2``, ``lr_decay``, and torch keyword names such as
-``momentum``, ``alpha``, ``eps``, ``rho``). A user adds an optimizer by adding a file.
+``momentum``, ``alpha``, ``eps``, ``rho``). A user adds an optimizer by adding a file. Every
+space also takes ``schedule`` (exponential | warmup_cosine | constant) and ``warmup`` without
+declaring them; by default the schedule is exponential, driven by ``lr_decay``.
 
 Example:
     >>> import optuna, search_spaces
@@ -21,16 +23,24 @@ from __future__ import annotations
 
 from search_spaces._loader import available, load, load_file, validate_overrides
 from search_spaces._params import FULL, ParamSpec
-from search_spaces._space import SCHEDULER_CLASS, OptimizerConfig, SearchSpace
+from search_spaces._space import (
+    SCHEDULER_CLASS,
+    SCHEDULES,
+    OptimizerConfig,
+    SearchSpace,
+    schedule_config,
+)
 
 __all__ = [
     "FULL",
     "SCHEDULER_CLASS",
+    "SCHEDULES",
     "OptimizerConfig",
     "ParamSpec",
     "SearchSpace",
     "available",
     "load",
     "load_file",
+    "schedule_config",
     "validate_overrides",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces._params import apply_override, parse_param
-from search_spaces._space import NON_KWARGS, SearchSpace
+from search_spaces._space import IMPLICIT_PARAMS, NON_KWARGS, SearchSpace
 from tuner.errors import SearchSpaceError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -100,6 +100,8 @@ def _apply_overrides(space: SearchSpace, overrides: Any) -> tuple[SearchSpace | 
     problems = []
     source = _display(space.path)
     for pname, raw in overrides.items():
+        if pname not in params and pname in IMPLICIT_PARAMS:
+            params[pname] = IMPLICIT_PARAMS[pname]  # every space takes a schedule
         if pname not in params:
             problems.append(
                 f"{where}.{pname}: unknown parameter; {space.name!r} has: "

@@ -34,6 +34,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "categorical": ("choices", "type"),
 }
 OVERRIDE_KEYS = ("choices", "high", "log", "low")
+SCHEDULES = ("exponential", "warmup_cosine", "constant")  # see search_spaces._space
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,14 @@ def value_problem(name: str, v: Any) -> str | None:
         if _is_number(v) and 0 <= v < 1:
             return None
         return f"lr_decay must lie in [0, 1) (gamma = 1 - lr_decay), but got {v!r}"
+    if name == "schedule":
+        if v in SCHEDULES:
+            return None
+        return f"schedule must be one of {', '.join(SCHEDULES)}, but got {v!r}"
+    if name == "warmup":
+        if _is_number(v) and 0 <= v < 1:
+            return None
+        return f"warmup is a fraction of the steps in [0, 1), but got {v!r}"
     if v is None or isinstance(v, bool | int | float | str):
         return None
     return f"a choice must be a number, string, bool or null, but got {v!r}"
@@ -200,6 +209,8 @@ def parse_param(name: str, raw: Any) -> tuple[ParamSpec | None, list[str]]:
         return None, [f"unknown key {unknown[0]!r}; allowed: {', '.join(_KEYS[kind])}"]
     if name == "batch_size" and kind == "float":
         return None, ["batch_size must be int or categorical (of integers and 'full')"]
+    if name == "schedule" and kind != "categorical":
+        return None, [f"schedule must be categorical (of {', '.join(SCHEDULES)})"]
 
     if kind == "categorical":
         choices = raw.get("choices")

@@ -17,11 +17,79 @@ if TYPE_CHECKING:
 SCHEDULER_CLASS = "torch.optim.lr_scheduler.ExponentialLR"
 """The learning-rate schedule ``lr_decay`` drives: gamma = 1 - lr_decay, stepped once per epoch."""
 
+SCHEDULES = ("exponential", "warmup_cosine", "constant")
+"""The ``schedule`` parameter's values. ``exponential`` (the default): ``lr_decay`` per epoch;
+``warmup_cosine``: linear warm-up over a ``warmup`` fraction of the steps, then cosine decay to
+zero, stepped per batch (AlgoPerf's baselines, the tuning playbook); ``constant``: no schedule."""
+
+DEFAULT_WARMUP = 0.05
+"""The warm-up fraction when ``warmup`` is not searched: AlgoPerf's NAdamW baseline uses 5%."""
+
+IMPLICIT_PARAMS = {
+    "schedule": ParamSpec("schedule", "categorical", choices=("exponential",)),
+    # AlgoPerf searches the warm-up fraction over about 2-10% of the steps.
+    "warmup": ParamSpec("warmup", "float", low=0.02, high=0.1),
+}
+"""Parameters every space takes without declaring them: an override (``schedule: {choices:
+[exponential, warmup_cosine]}``, ``warmup: {low: 0.02, high: 0.1}``) starts from these. A space
+that declares neither keeps the exponential schedule, its distributions and its numbers."""
+
 # Parameters that are not torch.optim keyword arguments of the same name.
-NON_KWARGS = frozenset({"batch_size", "lr_decay", "beta1", "beta2"})
+NON_KWARGS = frozenset({"batch_size", "lr_decay", "beta1", "beta2", "schedule", "warmup"})
 
 # Where torch's default is not the conventional starting point (torch's SGD momentum is 0).
-_CONVENTIONAL = {"momentum": 0.9, "lr_decay": 0.0}  # momentum 0.9: REFERENCE small budget
+_CONVENTIONAL = {  # momentum 0.9: REFERENCE small budget
+    "momentum": 0.9, "lr_decay": 0.0, "schedule": "exponential", "warmup": DEFAULT_WARMUP,
+}
+_LR_SCHEDULER = "torch.optim.lr_scheduler"
+
+
+def schedule_config(
+    schedule: str,
+    *,
+    lr_decay: float = 0.0,
+    warmup: float = DEFAULT_WARMUP,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+) -> dict[str, Any] | None:
+    """The ``torch.optim.lr_scheduler`` of a schedule, as data (``{class, kwargs, step}``).
+
+    ``step`` says when to call ``scheduler.step()``: ``epoch`` (once per epoch) or ``batch``
+    (after every optimizer step). ``warmup_cosine`` steps per batch when ``steps_per_epoch`` is
+    known (a ``Task``: ``ceil(train_size / batch_size)``), else per epoch (a training loop):
+    a ``LinearLR`` warm-up from ``1 / (W + 1)`` of the rate to all of it over ``W = round(warmup
+    * steps)`` steps, then ``CosineAnnealingLR`` to zero over the rest, chained by
+    ``SequentialLR``. None means a constant rate.
+
+    Raises:
+        ValueError: an unknown schedule, or ``warmup_cosine`` without ``epochs``.
+    """
+    if schedule == "constant":
+        return None
+    if schedule == "exponential":
+        if lr_decay <= 0:
+            return None
+        return {"class": SCHEDULER_CLASS, "kwargs": {"gamma": 1.0 - lr_decay}, "step": "epoch"}
+    if schedule != "warmup_cosine":
+        allowed = ", ".join(SCHEDULES)
+        raise ValueError(f"schedule: unknown schedule {schedule!r}; allowed: {allowed}")
+    if not epochs:
+        raise ValueError("schedule: warmup_cosine needs the job's epochs (the number of steps)")
+    per_batch = bool(steps_per_epoch)
+    steps = epochs * (steps_per_epoch or 1)
+    warm = min(round(warmup * steps), steps - 1)
+    cosine = {"class": f"{_LR_SCHEDULER}.CosineAnnealingLR",
+              "kwargs": {"T_max": steps - warm, "eta_min": 0.0}}
+    step = "batch" if per_batch else "epoch"
+    if warm < 1:
+        return {**cosine, "step": step}
+    linear = {"class": f"{_LR_SCHEDULER}.LinearLR",
+              "kwargs": {"start_factor": 1.0 / (warm + 1), "end_factor": 1.0, "total_iters": warm}}
+    return {
+        "class": f"{_LR_SCHEDULER}.SequentialLR",
+        "kwargs": {"schedulers": [linear, cosine], "milestones": [warm]},
+        "step": step,
+    }
 
 
 @dataclass(frozen=True)
@@ -38,7 +106,8 @@ class OptimizerConfig:
         optimizer: Full dotted class name, e.g. ``"torch.optim.Adam"``.
         kwargs: Keyword arguments of the class: plain floats/ints/bools, ``betas`` as a list.
         batch_size: The mini-batch size (``full`` already resolved to the training-set size).
-        scheduler: ``{"class": ..., "kwargs": {"gamma": ...}}``, or None for a constant rate.
+        scheduler: ``{"class": ..., "kwargs": {...}, "step": "epoch" | "batch"}`` (see
+            :func:`schedule_config`), or None for a constant rate.
     """
 
     optimizer: str
@@ -147,11 +216,14 @@ class SearchSpace:
         return out
 
     def optimizer_config(
-        self, optuna_params: Mapping[str, Any], *, train_size: int
+        self, optuna_params: Mapping[str, Any], *, train_size: int, epochs: int | None = None
     ) -> OptimizerConfig:
         """The optimizer, its keyword arguments, batch size and schedule for one sampled point.
 
         ``optuna_params`` is keyed like :meth:`distributions` (e.g. ``trial.params``).
+        ``epochs`` (the job's budget) sizes a per-step schedule (``warmup_cosine``), with
+        ``ceil(train_size / batch_size)`` steps per epoch; a ``train_size`` of 0 (unknown: a
+        training loop) makes it step per epoch.
         """
         hp = self.hyperparameters(optuna_params, train_size=train_size)
         kwargs: dict[str, Any] = {k: _plain(v) for k, v in self.fixed.items()}
@@ -160,12 +232,14 @@ class SearchSpace:
                 kwargs[name] = value
         if "beta1" in hp:
             kwargs["betas"] = [float(hp["beta1"]), float(hp["beta2"])]
-        lr_decay = float(hp.get("lr_decay", 0.0))
-        scheduler = None
-        if lr_decay > 0:
-            scheduler = {"class": SCHEDULER_CLASS, "kwargs": {"gamma": 1.0 - lr_decay}}
-        batch_size = hp["batch_size"]
-        return OptimizerConfig(self.optimizer, kwargs, int(batch_size), scheduler)
+        batch_size = int(hp["batch_size"])
+        steps_per_epoch = math.ceil(train_size / batch_size) if train_size and batch_size else None
+        scheduler = schedule_config(
+            str(hp.get("schedule", "exponential")), lr_decay=float(hp.get("lr_decay", 0.0)),
+            warmup=float(hp.get("warmup", DEFAULT_WARMUP)), epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+        )
+        return OptimizerConfig(self.optimizer, kwargs, batch_size, scheduler)
 
     def defaults(self, *, train_size: int) -> dict[str, Any]:
         """A starting point keyed like :meth:`distributions`: the library defaults where possible.

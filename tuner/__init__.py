@@ -8,6 +8,11 @@ Example::
     import tuner
 
     optimizer, scheduler = tuner.load_optimizer("best.yaml", model.parameters())
+
+    @tuner.training_loop                 # your own loop: job file `task: mymodule:train`
+    def train(trial: tuner.Trial) -> None:
+        ...
+        trial.report(epoch, val_loss=vl)  # raises tuner.TrialPruned when the trial stops
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from tuner.errors import (
     SearchSpaceError,
     SpecError,
     TaskError,
+    TrialPruned,
     TunerError,
 )
 from tuner.export import load_optimizer
 from tuner.spec import JobSpec, load_job_file, parse_job
-from tuner.task import Task, TaskFactory
+from tuner.task import Task, TaskFactory, training_loop
+from tuner.trial import Trial
 
 __all__ = [
     "JobNotFoundError",
@@ -33,10 +40,13 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFactory",
+    "Trial",
+    "TrialPruned",
     "TunerError",
     "load_job_file",
     "load_optimizer",
     "parse_job",
+    "training_loop",
 ]
 
 __version__ = "0.1.0"

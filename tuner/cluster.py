@@ -255,4 +255,4 @@ class WorkerPool:
         code = {"runtime_env": self.runtime_env} if self.runtime_env else {}
         return TrialWorker.options(
             num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial, **code
-        ).remote(self.spec.task, num_threads=threads)
+        ).remote(self.spec.task, num_threads=threads, trainer=self.spec.trainer.model_dump())

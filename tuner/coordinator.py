@@ -127,7 +127,7 @@ class Coordinator:
                 raise
         self.ledger = Ledger(job_id, spec, studies=studies, spaces=spaces, tracker=tracker,
                              started=self.started)
-        self.ledger.train_size = self.problem["train_size"]
+        self.ledger.train_size = self.problem["train_size"] or 0  # None: a training loop
         self.lr_range: dict[str, dict[str, Any]] = {}
         # In flight: Ray object ref -> slot (a slot keys itself while its call is made).
         self._pending: dict[Any, Slot] = {}
@@ -193,7 +193,8 @@ class Coordinator:
         spec = self.spec
         info = self.pool.start()
         self._mark("workers")
-        if spec.metric not in info.metrics:
+        # A training loop's metrics are known when it first reports (its worker checks).
+        if info.metrics is not None and spec.metric not in info.metrics:
             raise TaskError(
                 f"metric: task {spec.task!r} does not report {spec.metric!r}; it reports "
                 f"{', '.join(info.metrics)}"
@@ -258,8 +259,11 @@ class Coordinator:
         self._pending[slot] = slot  # in flight from here on, whatever fails next
         epochs = _epochs_per_call(self.spec, slot)
         if start:
-            ref = slot.worker.start.remote(slot.key, slot.config, seed=slot.seed,
-                                           epochs=epochs, budget=self.spec.epochs)
+            # A training loop reads its hyperparameters from the config (trial.hyperparameters)
+            # and checks its first report for the job's metric.
+            config = {**slot.config, "hyperparameters": slot.hyper}
+            ref = slot.worker.start.remote(slot.key, config, seed=slot.seed, epochs=epochs,
+                                           budget=self.spec.epochs, metric=self.spec.metric)
         else:
             ref = slot.worker.advance.remote(slot.key, epochs=epochs)
         del self._pending[slot]
@@ -289,7 +293,9 @@ class Coordinator:
                 value = report["metrics"].get(self.spec.metric)
                 if value is not None and math.isfinite(value):
                     trial.report(value, report["epoch"])
-        if step.diverged:
+        if step.error:  # a training loop raised: "Type: message"
+            self._end(slot, TrialOutcome.FAIL, reason=step.error)
+        elif step.diverged:
             self._end(slot, TrialOutcome.DIVERGED, reason="the loss became NaN or inf")
         elif step.finished:
             self._end(slot, TrialOutcome.COMPLETE)

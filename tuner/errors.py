@@ -13,8 +13,10 @@ red line and exits 1, the REST API answers with the same text.
      ├── JobNotFoundError(TunerError, LookupError) no job with that id in this store
      ├── JobStateError(TunerError, RuntimeError)   the job is not in a state that allows it
      │    └── JobCancelled(JobStateError)      the job was cancelled while it ran
-     └── JobInterrupted(TunerError, RuntimeError)  the process running a job is stopping; the
-                                                   job goes back to the queue
+     ├── JobInterrupted(TunerError, RuntimeError)  the process running a job is stopping; the
+     │                                             job goes back to the queue
+     └── TrialPruned(TunerError, RuntimeError)     raised by ``trial.report`` inside a user's
+                                                   training loop: stop training this trial
 """
 
 from __future__ import annotations
@@ -65,3 +67,12 @@ class JobCancelled(JobStateError):
 
 class JobInterrupted(TunerError, RuntimeError):
     """The process running the job is stopping; the job is requeued and resumes later."""
+
+
+class TrialPruned(TunerError, RuntimeError):
+    """Raised by :meth:`tuner.Trial.report` inside a training loop: this trial stops here.
+
+    The pruner stopped it, the job ended or timed out, or its reported loss diverged. Let it
+    propagate (clean up in ``finally`` if you must); a loop that swallows it is stopped at
+    its next ``report``.
+    """

@@ -11,12 +11,16 @@ The export file (DESIGN.md)::
         class: torch.optim.Adam
         kwargs: {lr: 0.0012, betas: [0.9, 0.999], eps: 1.0e-08, weight_decay: 1.0e-05}
         batch_size: 64
-        scheduler: {class: torch.optim.lr_scheduler.ExponentialLR, kwargs: {gamma: 0.97}}
+        scheduler: {class: torch.optim.lr_scheduler.ExponentialLR, kwargs: {gamma: 0.97},
+                    step: epoch}
         score: {best: 0.081, mean: 0.085, std: 0.004, seeds: 5}
         trial: 17
         mlflow_run_id: 3f2a...
 
-``getattr(torch.optim, cls)(model.parameters(), **kwargs)`` works on it as it stands.
+``getattr(torch.optim, cls)(model.parameters(), **kwargs)`` works on it as it stands. The
+scheduler's ``step`` says when tuner called ``scheduler.step()``: once per ``epoch``
+(exponential decay) or after every optimizer step, per ``batch`` (warm-up + cosine, a
+``SequentialLR`` whose ``schedulers`` are scheduler entries themselves).
 """
 
 from __future__ import annotations
@@ -125,8 +129,10 @@ def _python(document: Mapping[str, Any]) -> str:
         ]
         scheduler = entry.get("scheduler")
         if scheduler:
-            skw = ", ".join(f"{k}={_literal(v)}" for k, v in scheduler["kwargs"].items())
-            lines.append(f"    scheduler = {scheduler['class']}(optimizer, {skw})")
+            step = scheduler.get("step", "epoch")
+            lines.append(f"    # call scheduler.step() once per {step}"
+                         + (" (after every optimizer.step())" if step == "batch" else ""))
+            lines.append(f"    scheduler = {_scheduler_call(scheduler)}")
         else:
             lines.append("    scheduler = None")
         lines += ["    return optimizer, scheduler", ""]
@@ -134,6 +140,20 @@ def _python(document: Mapping[str, Any]) -> str:
         lines += ["", "def make_best(params):",
                   f"    return make_{_identifier(document['best'])}(params)", ""]
     return "\n".join(lines)
+
+
+def _scheduler_call(scheduler: Mapping[str, Any]) -> str:
+    """``torch.optim.lr_scheduler.X(optimizer, ...)``, nested schedulers written out."""
+    parts = []
+    for key, value in (scheduler.get("kwargs") or {}).items():
+        if key == "schedulers":
+            inner = ", ".join(_scheduler_call(s) for s in value)
+            parts.append(f"schedulers=[{inner}]")
+        elif key == "milestones":
+            parts.append(f"milestones={list(value)!r}")
+        else:
+            parts.append(f"{key}={_literal(value)}")
+    return f"{scheduler['class']}(optimizer, {', '.join(parts)})"
 
 
 def _identifier(name: str) -> str:
@@ -166,7 +186,9 @@ def load_optimizer(
 
     Returns:
         ``(optimizer, scheduler)``; ``scheduler`` is ``None`` for a constant learning rate.
-        Step the scheduler once per epoch, as tuner did.
+        Step the scheduler as tuner did: its export entry's ``scheduler.step`` says ``epoch``
+        (once per epoch: the exponential decay) or ``batch`` (after every ``optimizer.step()``:
+        warm-up + cosine, sized for the job's epochs and batches per epoch).
     """
     from tuner.optim import build_optimizer
 

@@ -96,7 +96,8 @@ class Ledger:
             params = dict(trial.params)
             seed = self.spec.seed + trial.number
             hyper = space.hyperparameters(params, train_size=self.train_size)
-            config = space.optimizer_config(params, train_size=self.train_size).to_dict()
+            config = space.optimizer_config(params, train_size=self.train_size,
+                                            epochs=self.spec.epochs).to_dict()
             trial.set_user_attr("seed", seed)
         except BaseException:
             # Nothing has started: the trial must not stay RUNNING in Optuna.
@@ -120,7 +121,8 @@ class Ledger:
             raise RuntimeError(f"{name} has no best trial to re-run")
         slot = Slot(key=f"{name}/final/{seed}", optimizer=name, kind="final",
                     number=result.best_trial, seed=seed, config=result.config,
-                    params=result.best_params or {}, worker=worker)
+                    params=result.best_params or {}, worker=worker,
+                    hyper=result.hyperparameters or {})
         self.tracker.run_started(
             slot.key, optimizer=name, level="final", number=result.best_trial,
             name=f"{name} final seed={seed}", params=result.hyperparameters or {},
@@ -269,8 +271,8 @@ class Ledger:
         result.best_params = dict(best.params)
         space = self.spaces[name]
         result.hyperparameters = space.hyperparameters(best.params, train_size=self.train_size)
-        result.config = space.optimizer_config(best.params,
-                                               train_size=self.train_size).to_dict()
+        result.config = space.optimizer_config(best.params, train_size=self.train_size,
+                                               epochs=self.spec.epochs).to_dict()
         result.best_run_id = None
         seeds = final_seeds(self.spec.seed, self.spec.final_seeds)
         self.progress.optimizers[name].final_total = len(seeds)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["build_optimizer"]
+__all__ = ["build_optimizer", "scheduler_step"]
 
 _MODULES = {"torch.optim": torch.optim, "torch.optim.lr_scheduler": torch.optim.lr_scheduler}
 
@@ -21,6 +21,10 @@ def build_optimizer(
     config: Mapping[str, Any], params: Any
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """Instantiate ``{"class": "torch.optim.X", "kwargs": {...}, "scheduler": {...}}``.
+
+    The scheduler is ``{"class", "kwargs", "step"}``; a ``SequentialLR``'s ``schedulers`` are
+    scheduler entries themselves (``{"class", "kwargs"}``), built on the same optimizer.
+    Call ``scheduler.step()`` as :func:`scheduler_step` says: per ``epoch`` or per ``batch``.
 
     Raises:
         ValueError: a class outside ``torch.optim`` / ``torch.optim.lr_scheduler``.
@@ -32,9 +36,26 @@ def build_optimizer(
     optimizer = optimizer_cls(params, **kwargs)
     scheduler = None
     if config.get("scheduler"):
-        scheduler_cls = _torch_attr(config["scheduler"]["class"])
-        scheduler = scheduler_cls(optimizer, **config["scheduler"].get("kwargs", {}))
+        scheduler = _scheduler(config["scheduler"], optimizer)
     return optimizer, scheduler
+
+
+def scheduler_step(config: Mapping[str, Any]) -> str:
+    """When the config's scheduler steps: ``"epoch"`` (the default, and older exports) or
+    ``"batch"`` (after every optimizer step)."""
+    scheduler = config.get("scheduler") or {}
+    step = scheduler.get("step", "epoch")
+    if step not in ("epoch", "batch"):
+        raise ValueError(f"scheduler.step: got {step!r}; allowed: epoch, batch")
+    return str(step)
+
+
+def _scheduler(entry: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    cls = _torch_attr(entry["class"])
+    kwargs = dict(entry.get("kwargs") or {})
+    if "schedulers" in kwargs:  # SequentialLR / ChainedScheduler: scheduler entries inside
+        kwargs["schedulers"] = [_scheduler(inner, optimizer) for inner in kwargs["schedulers"]]
+    return cls(optimizer, **kwargs)
 
 
 def _torch_attr(dotted: str) -> Any:

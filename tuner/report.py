@@ -56,6 +56,8 @@ def _problem_text(problem: Mapping[str, Any] | None) -> str:
     if not problem:
         return "not recorded"
     digest = problem.get("data_sha256")
+    if problem.get("train_size") is None and "train_size" in problem:
+        return f"task {problem.get('task')}, a training loop (its data is its own)"
     return (f"task {problem.get('task')}, {problem.get('train_size')} training and "
             f"{problem.get('val_size')} validation examples, data SHA-256 "
             f"{digest if digest else 'not computable (not a TensorDataset)'}")

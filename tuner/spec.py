@@ -27,6 +27,7 @@ __all__ = [
     "SAMPLERS",
     "JobSpec",
     "Resources",
+    "TrainerOptions",
     "load_job_file",
     "parse_job",
     "study_name",
@@ -63,6 +64,33 @@ class Resources(BaseModel):
     gpus_per_trial: float = Field(default=0, ge=0, le=16)
 
 
+class TrainerOptions(BaseModel):
+    """How the built-in trainer runs a ``Task`` (a training loop ignores them).
+
+    The defaults keep small tasks as fast as before: a validation set of up to 1024 rows is
+    one batch, tensor data is batched by indexing (no DataLoader), full precision, no clipping.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Validation in batches of this many rows; each metric is the mean over the batches,
+    # weighted by their sizes (exact for accuracy, MSE and the loss).
+    val_batch_size: int = Field(default=1024, ge=1, le=10_000_000, strict=True)
+    # DataLoader worker processes for datasets that are not a TensorDataset (0: in-process).
+    num_workers: int = Field(default=0, ge=0, le=64, strict=True)
+    # Pinned host memory for those DataLoaders; null: on when the trial trains on a GPU.
+    pin_memory: bool | None = None
+    # Automatic mixed precision: bf16 (CPU or GPU) or fp16 (GPU only, with a GradScaler).
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    # Clip the global gradient norm to this value before each step (null: no clipping).
+    grad_clip: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, amp: Any) -> Any:
+        return "off" if amp is False else amp  # YAML 1.1 reads a bare `off` as false
+
+
 class JobSpec(BaseModel):
     """A tuning job: which optimizers to compare on which task, and how hard to search.
 
@@ -79,7 +107,8 @@ class JobSpec(BaseModel):
     # strict: `trials: true` is not one trial
     trials: int = Field(default=20, ge=1, le=100_000, strict=True)
     epochs: int = Field(default=20, ge=1, le=100_000, strict=True)
-    metric: str = Field(default="val_loss", min_length=1, max_length=100)
+    # validate_default: a training loop (cartpole-reinforce) need not report val_loss
+    metric: str = Field(default="val_loss", min_length=1, max_length=100, validate_default=True)
     mode: Literal["min", "max"] = "min"
     sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
@@ -117,6 +146,7 @@ class JobSpec(BaseModel):
         default=None, max_length=200,
         description="pip requirements installed for the job's workers (Ray runtime_env pip).",
     )
+    trainer: TrainerOptions = Field(default_factory=TrainerOptions)
 
     # Each check is a field validator, so that every bad field is reported at once
     # (pydantic skips a model validator when a field already failed). The search-space
@@ -158,22 +188,49 @@ class JobSpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _reported_metric(cls, metric: str, info: ValidationInfo) -> str:
-        from tuner.task import BUILTIN_TASKS, reported_metrics
+        from tuner.task import is_module_path, task_reports
 
         task = info.data.get("task")
-        if task in BUILTIN_TASKS:  # a built-in task says what it reports
-            reported = reported_metrics(BUILTIN_TASKS[task][3])
+        reported = task_reports(task) if task else None
+        if reported is not None:  # a built-in task says what it reports
             if metric not in reported:
                 raise _Problems([
                     f"metric: task {task!r} does not report {metric!r}; allowed: "
                     f"{', '.join(reported)}"
                 ])
+        elif task and is_module_path(task):
+            # A user's Task or training loop: known once it runs (the workers check it).
+            pass
         elif metric not in ("val_loss", "train_loss") and not metric.startswith("val_"):
             raise _Problems([
                 f"metric: {metric!r} is not reported; allowed: val_loss, train_loss "
                 "or val_<metric> of the task (see tuner tasks)"
             ])
         return metric
+
+    @field_validator("lr_range_test")
+    @classmethod
+    def _range_test_needs_a_task(cls, lr_range_test: bool, info: ValidationInfo) -> bool:
+        from tuner.task import LOOP_TASKS
+
+        task = info.data.get("task")
+        if lr_range_test and task in LOOP_TASKS:
+            raise _Problems([
+                f"lr_range_test: task {task!r} is a training loop; the range test trains a "
+                "Task (a model, data and a loss) and cannot drive a loop"
+            ])
+        return lr_range_test
+
+    @field_validator("trainer")
+    @classmethod
+    def _amp_device(cls, trainer: TrainerOptions, info: ValidationInfo) -> TrainerOptions:
+        resources = info.data.get("resources")
+        if trainer.amp == "fp16" and resources is not None and resources.gpus_per_trial == 0:
+            raise _Problems([
+                "trainer.amp: fp16 needs a GPU (resources.gpus_per_trial > 0); on CPU use "
+                "bf16 or off"
+            ])
+        return trainer
 
     @field_validator("space_overrides")
     @classmethod
@@ -248,7 +305,8 @@ def _format_errors(error: ValidationError) -> list[str]:
             continue
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            model = Resources if loc.startswith("resources.") else JobSpec
+            model = (Resources if loc.startswith("resources.") else
+                     TrainerOptions if loc.startswith("trainer.") else JobSpec)
             allowed = ", ".join(model.model_fields)
             message = f"unknown field; allowed: {allowed}"
         elif item["type"] == "missing":

@@ -116,7 +116,8 @@ def test_a_module_path_task_is_refused_and_never_imported(client: TestClient) ->
 def test_an_unknown_task_name_lists_what_the_api_runs(client: TestClient) -> None:
     got = messages(client.post("/v1/jobs", json={**JOB, "task": "nosuchtask"}, headers=AUTH))
     assert len(got) == 1
-    assert got[0].startswith("task: unknown task 'nosuchtask'; available: digits-autoencoder")
+    assert got[0].startswith("task: unknown task 'nosuchtask'; available: cartpole-reinforce, "
+                             "digits-autoencoder")
     assert "package.module:factory" not in got[0]
 
 

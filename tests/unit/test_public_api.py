@@ -20,10 +20,13 @@ PUBLIC = [
     "Task",
     "TaskError",
     "TaskFactory",
+    "Trial",
+    "TrialPruned",
     "TunerError",
     "load_job_file",
     "load_optimizer",
     "parse_job",
+    "training_loop",
 ]
 
 
@@ -42,13 +45,14 @@ def test_every_public_name_exists() -> None:
 
 def test_the_errors_form_one_tree() -> None:
     for name in ("JobNotFoundError", "JobStateError", "SearchSpaceError", "SpecError",
-                 "TaskError"):
+                 "TaskError", "TrialPruned"):
         assert issubclass(getattr(tuner, name), tuner.TunerError), name
     assert issubclass(tuner.SpecError, ValueError)
     assert issubclass(tuner.SearchSpaceError, ValueError)
     assert issubclass(tuner.TaskError, LookupError)
     assert issubclass(tuner.JobNotFoundError, LookupError)
     assert issubclass(tuner.JobStateError, RuntimeError)
+    assert issubclass(tuner.TrialPruned, RuntimeError)
 
 
 def test_import_tuner_stays_light() -> None:

@@ -188,6 +188,7 @@ def test_one_minus_params_are_sampled_as_q_and_converted_back() -> None:
         "scheduler": {
             "class": "torch.optim.lr_scheduler.ExponentialLR",
             "kwargs": {"gamma": pytest.approx(0.97)},
+            "step": "epoch",
         },
     }
 
@@ -510,11 +511,13 @@ def test_public_api() -> None:
     assert search_spaces.__all__ == [
         "FULL",
         "SCHEDULER_CLASS",
+        "SCHEDULES",
         "OptimizerConfig",
         "ParamSpec",
         "SearchSpace",
         "available",
         "load",
         "load_file",
+        "schedule_config",
         "validate_overrides",
     ]

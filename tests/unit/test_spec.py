@@ -15,8 +15,10 @@ TASKS = ", ".join(task_names())
 FIELDS = (
     "name, task, optimizers, trials, epochs, metric, mode, sampler, pruner, diverged_as, "
     "lr_range_test, reproducible, seed, final_seeds, resources, max_concurrent, timeout_s, "
-    "target, space_overrides, code, requirements"
+    "target, space_overrides, code, requirements, trainer"
 )
+TRAINER_DEFAULTS = {"val_batch_size": 1024, "num_workers": 0, "pin_memory": None, "amp": "off",
+                    "grad_clip": None}
 MINIMAL = {"task": "digits-mlp", "optimizers": ["adam"]}
 
 VALID_FILE = """\
@@ -97,6 +99,7 @@ def test_a_valid_file_is_read_field_by_field(tmp_path: Path) -> None:
         },
         "code": None,
         "requirements": None,
+        "trainer": TRAINER_DEFAULTS,
     }
     assert spec.direction == "maximize"
     assert spec.study_name(7, "adam") == "job-7-adam"
@@ -127,6 +130,7 @@ def test_the_defaults_of_a_minimal_job() -> None:
         "space_overrides": {},
         "code": None,
         "requirements": None,
+        "trainer": TRAINER_DEFAULTS,
     }
     assert spec.direction == "minimize"
 
@@ -379,3 +383,57 @@ def test_code_is_a_sha256_and_requirements_are_pep508_each_bad_one_named() -> No
     spec = parse_job({"task": "digits-mlp", "optimizers": ["adam"], "code": "0f" * 32,
                       "requirements": ["termcolor>=2"]})
     assert (spec.code, spec.requirements) == ("0f" * 32, ["termcolor>=2"])
+
+
+# -- trainer: ----------------------------------------------------------------------------------
+
+
+def test_trainer_options_are_read_and_yaml_off_means_off(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("task: digits-mlp\noptimizers: [adam]\n"
+                    "trainer: {val_batch_size: 256, num_workers: 2, pin_memory: true, amp: off,"
+                    " grad_clip: 1.0}\n")
+
+    spec = load_job_file(path)
+
+    assert spec.trainer.model_dump() == {"val_batch_size": 256, "num_workers": 2,
+                                         "pin_memory": True, "amp": "off", "grad_clip": 1.0}
+    assert parse_job({**MINIMAL, "trainer": {"amp": "bf16"}}).trainer.amp == "bf16"
+
+
+def test_every_bad_trainer_option_is_named() -> None:
+    problems = problems_of({**MINIMAL, "trainer": {
+        "val_batch_size": 0, "num_workers": -1, "amp": "fp8", "grad_clip": 0, "colour": 1}})
+
+    assert sorted(problems) == sorted([
+        "trainer.val_batch_size: got 0; input should be greater than or equal to 1",
+        "trainer.num_workers: got -1; input should be greater than or equal to 0",
+        "trainer.amp: got 'fp8'; input should be 'off', 'bf16' or 'fp16'",
+        "trainer.grad_clip: got 0; input should be greater than 0",
+        "trainer.colour: unknown field; allowed: val_batch_size, num_workers, pin_memory, amp, "
+        "grad_clip",
+    ])
+
+
+def test_fp16_needs_a_gpu_per_trial() -> None:
+    assert problems_of({**MINIMAL, "trainer": {"amp": "fp16"}}) == [
+        "trainer.amp: fp16 needs a GPU (resources.gpus_per_trial > 0); on CPU use bf16 or off"
+    ]
+    spec = parse_job({**MINIMAL, "trainer": {"amp": "fp16"},
+                      "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5}})
+    assert spec.trainer.amp == "fp16"
+
+
+def test_a_module_path_may_report_any_metric_name() -> None:
+    # A user's training loop reports what it likes; the workers check the name when it runs.
+    spec = parse_job({**MINIMAL, "task": "mymodel.gan:train", "metric": "val_w1"})
+
+    assert spec.metric == "val_w1"
+
+
+def test_the_lr_range_test_cannot_drive_a_training_loop() -> None:
+    assert problems_of({"task": "cartpole-reinforce", "optimizers": ["adam"],
+                        "metric": "val_return", "mode": "max", "lr_range_test": True}) == [
+        "lr_range_test: task 'cartpole-reinforce' is a training loop; the range test trains a "
+        "Task (a model, data and a loss) and cannot drive a loop"
+    ]

@@ -154,3 +154,109 @@ def test_a_plain_dataset_trains_like_a_tensor_dataset() -> None:
 
     assert [set(r.metrics) for r in reports] == [{"train_loss", "val_loss", "val_accuracy"}] * 2
     assert reports[1].metrics["val_loss"] < reports[0].metrics["val_loss"]
+
+
+# -- the trainer's options (a job's `trainer:` section) ----------------------------------------
+
+
+def test_validation_in_batches_gives_the_whole_set_numbers() -> None:
+    # Each metric is the batch-size-weighted mean: exact for the loss and accuracy.
+    whole = run(SGD, epochs=2)
+    seed_everything(0)
+    batched = list(TrialRun(logreg(0), SGD, seed=0, device=CPU, val_batch_size=50).epochs(2))
+
+    for a, b in zip(whole, batched, strict=True):
+        assert a.metrics.keys() == b.metrics.keys()
+        for key in a.metrics:
+            assert b.metrics[key] == pytest.approx(a.metrics[key], rel=1e-5), key
+
+
+def test_a_plain_dataset_trains_with_dataloader_workers_like_in_process() -> None:
+    base = logreg(0)
+    X, y = base.train.tensors
+    X_val, y_val = base.val.tensors
+
+    def pairs_task() -> Task:
+        seed_everything(0)
+        fresh = logreg(0)
+        return Task(model=fresh.model, train=_Pairs(X, y), val=_Pairs(X_val, y_val),
+                    loss=fresh.loss, metrics=fresh.metrics)
+
+    in_process = [r.metrics for r in TrialRun(pairs_task(), SGD, seed=0, device=CPU).epochs(2)]
+    workers = TrialRun(pairs_task(), SGD, seed=0, device=CPU, num_workers=2, pin_memory=False,
+                       val_batch_size=100)
+
+    got = [r.metrics for r in workers.epochs(2)]
+    assert [m.keys() for m in got] == [m.keys() for m in in_process]
+    for a, b in zip(in_process, got, strict=True):
+        assert b == pytest.approx(a, rel=1e-5)  # same order (the seed), same steps
+
+
+def test_bf16_autocast_on_cpu_trains_close_to_full_precision() -> None:
+    full = run(SGD, epochs=2)
+    seed_everything(0)
+    trial = TrialRun(logreg(0), SGD, seed=0, device=CPU, amp="bf16")
+    seen: list[torch.dtype] = []
+    trial.model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+
+    bf16 = list(trial.epochs(2))
+
+    assert torch.bfloat16 in seen  # the forward really ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in trial.model.parameters())  # master weights
+    for a, b in zip(full, bf16, strict=True):
+        assert b.metrics["val_loss"] == pytest.approx(a.metrics["val_loss"], rel=0.05)
+        assert all(isinstance(v, float) and math.isfinite(v) for v in b.metrics.values())
+
+
+def test_fp16_is_refused_on_cpu() -> None:
+    with pytest.raises(ValueError) as info:
+        TrialRun(logreg(0), SGD, seed=0, device=CPU, amp="fp16")
+
+    assert str(info.value) == (
+        "trainer.amp: fp16 needs a CUDA device, this trial trains on cpu; use bf16 on CPU"
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs a CUDA GPU")
+def test_fp16_with_a_grad_scaler_on_cuda() -> None:
+    seed_everything(0)
+    trial = TrialRun(logreg(0), SGD, seed=0, device=torch.device("cuda"), amp="fp16",
+                     grad_clip=1.0)
+
+    reports = list(trial.epochs(2))
+
+    assert trial.scaler.is_enabled()
+    assert reports[-1].metrics["val_loss"] < reports[0].metrics["val_loss"]
+
+
+def test_gradient_clipping_bounds_the_step() -> None:
+    # One full-batch SGD step with lr 1: the parameters move by exactly the clipped gradient.
+    config = {"class": "torch.optim.SGD", "kwargs": {"lr": 1.0}, "batch_size": 100_000,
+              "scheduler": None}
+    seed_everything(0)
+    trial = TrialRun(logreg(0), config, seed=0, device=CPU, grad_clip=0.01)
+    before = torch.cat([p.detach().flatten().clone() for p in trial.model.parameters()])
+
+    next(iter(trial.epochs(1)))
+
+    after = torch.cat([p.detach().flatten() for p in trial.model.parameters()])
+    assert float((after - before).norm()) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_warmup_cosine_steps_per_batch_and_ends_near_zero() -> None:
+    from search_spaces import schedule_config
+
+    batches = math.ceil(1437 / 64)  # the digits' training set
+    config = {**SGD, "scheduler": schedule_config("warmup_cosine", warmup=0.1, epochs=3,
+                                                  steps_per_epoch=batches)}
+    seed_everything(0)
+    trial = TrialRun(logreg(0), config, seed=0, device=CPU)
+    rates = [trial.optimizer.param_groups[0]["lr"]]
+    for _ in trial.epochs(3):
+        rates.append(trial.optimizer.param_groups[0]["lr"])
+
+    assert trial.step_per_batch is True
+    warm = round(0.1 * 3 * batches)
+    assert rates[0] == pytest.approx(0.1 / (warm + 1))  # warm-up starts low
+    assert rates[1] > rates[2] > rates[3]  # cosine decay after the warm-up (epoch ends)
+    assert rates[3] == pytest.approx(0.0, abs=1e-12)  # reaches zero after the last batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tuner.cli._app import app, friendly
@@ -35,20 +36,25 @@ def spaces(
     if not name:
         console.print("Override a range in a job file: [bold]space_overrides: "
                       "{adam: {lr: {low: 1.0e-4, high: 1.0e-2}}}[/]")
+        console.print("Every space also takes [bold]schedule: {choices: [exponential, "
+                      "warmup_cosine, constant]}[/] and [bold]warmup: {low: 0.02, high: 0.1}[/]")
 
 
 @app.command(rich_help_panel="What can be tuned")
 @friendly
 def tasks() -> None:
     """List the tasks a job can train: built-in and installed (entry points ``tuner.tasks``)."""
-    from tuner.task import available_tasks, reported_metrics
+    from tuner.task import available_tasks
 
     table = Table(header_style="bold")
     for column in ("task", "kind", "metrics (metric: in a job file)", "description"):
         table.add_column(column)
     for info in available_tasks():
-        metrics = ", ".join(reported_metrics(info.metrics))
-        table.add_row(info.name, info.kind, metrics, info.description)
+        metrics = ", ".join(info.reports)
+        # escape: "tuner[rl]" is text, not Rich markup
+        table.add_row(info.name, info.kind, metrics, escape(info.description))
     console.print(table)
     console.print("Your own task: [bold]task: package.module:factory[/] "
                   "(a function seed -> tuner.Task; see README)")
+    console.print("Your own training loop: [bold]task: package.module:train[/] "
+                  "(@tuner.training_loop def train(trial); see README)")

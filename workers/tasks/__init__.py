@@ -13,9 +13,15 @@ task name                 factory                                     metric
 ``sequence-gru``          :func:`workers.tasks.sequence.gru`          ``accuracy``
 ``rosenbrock``            :func:`workers.tasks.landscapes.rosenbrock` ``distance``
 ``rastrigin``             :func:`workers.tasks.landscapes.rastrigin`  ``distance``
+``cartpole-reinforce``    :func:`workers.tasks.cartpole.reinforce`    ``val_return``
+``text-transformer``      :func:`workers.tasks.language.transformer`  ``perplexity``
+``vowels-cnn``            :func:`workers.tasks.speech.vowels`         ``accuracy``
 ========================  ==========================================  ===============
 
-Every task's data is bundled (scikit-learn's ``load_digits``) or generated from a fixed
-generator, never downloaded; it is built once per process and shared by every trial, whatever
-the seed. The seed only sets the model's initial parameters.
+``cartpole-reinforce`` is a training loop (``@tuner.training_loop``), not a factory: it reports
+``val_return``, ``train_return`` and ``train_loss`` itself.
+
+Every task's data is bundled (scikit-learn's ``load_digits``, Python's ``pydoc_data``) or
+generated from a fixed generator, never downloaded; it is built once per process and shared by
+every trial, whatever the seed. The seed only sets the model's initial parameters.
 """

@@ -38,14 +38,14 @@ def list_tasks() -> list[dict[str, Any]]:
     """The tasks the API accepts: built-in ones and those installed through the
     ``tuner.tasks`` entry points. A job's ``metric`` must be one of a task's ``metrics``.
     """
-    from tuner.task import available_tasks, reported_metrics
+    from tuner.task import available_tasks
 
     return [
         {
             "name": info.name,
             "kind": info.kind,
             "description": info.description,
-            "metrics": reported_metrics(info.metrics),
+            "metrics": info.reports,
         }
         for info in available_tasks()
     ]
