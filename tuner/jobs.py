@@ -35,9 +35,27 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli") -> int:
+def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli",
+                     start_ray: bool = False) -> int:
     """Record a job that this process runs (``running`` at once: no server may claim it)
-    and return its id, for :func:`run_job`."""
+    and return its id, for :func:`run_job`.
+
+    With ``start_ray`` (``tuner run``), Ray starts in this thread meanwhile: the migrations
+    and Optuna's tables are done in a helper thread, off the way to the first trial.
+    """
+    if start_ray:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tuner.cluster import ensure_ray
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-create") as helper:
+            created = helper.submit(create_local_job, settings, spec, origin=origin)
+            try:
+                ensure_ray(settings.ray_address)
+            except Exception as e:  # noqa: BLE001 - run_job tries again and fails the job
+                logger.debug("Ray did not start yet: %s", e)
+            return created.result()
+
     from tuner import store
     from tuner.studies import open_storage
 

@@ -43,7 +43,7 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
     """Record the job, run it with progress bars, print the leaderboard and where things are."""
     from tuner.jobs import create_local_job
 
-    job_id = create_local_job(settings, spec)
+    job_id = create_local_job(settings, spec, start_ray=True)
     _run_and_show(settings, job_id, spec)
     return job_id
 
