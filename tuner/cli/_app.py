@@ -16,7 +16,7 @@ from rich.markup import escape
 from tuner.cli._display import err_console
 from tuner.errors import TunerError
 
-__all__ = ["ServerOption", "app", "friendly"]
+__all__ = ["JobIdArgument", "ServerOption", "app", "friendly"]
 
 app = typer.Typer(
     name="tuner",
@@ -34,6 +34,11 @@ ServerOption = Annotated[
     typer.Option("--server", envvar="TUNER_URL", show_envvar=True,
                  help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
 ]
+
+#: A job id on the command line: a whole number the jobs table can hold (anything else is a
+#: usage error naming the argument, before any database is opened).
+JobIdArgument = Annotated[int, typer.Argument(
+    min=1, max=2**31 - 1, help="The job's id (see tuner jobs).", show_default=False)]
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from tuner.store._code import code_bytes, get_code, put_code
 from tuner.store._engine import get_engine, session_scope, upgrade
 from tuner.store._jobs import (
+    MAX_JOB_ID,
     STALE_AFTER_S,
     TRANSITIONS,
     claim_next_queued,
@@ -32,6 +33,7 @@ from tuner.store._jobs import (
 from tuner.store._models import TERMINAL_STATES, Base, CodeArchive, Job, JobEvent, JobState
 
 __all__ = [
+    "MAX_JOB_ID",
     "STALE_AFTER_S",
     "TERMINAL_STATES",
     "TRANSITIONS",
