@@ -454,7 +454,7 @@ def load_job_file(path: str | Path) -> JobSpec:
         raise SpecError([f"not a text file: a NUL byte at offset {offset}; a job file is YAML "
                          "in UTF-8"], source=source)
     try:
-        document = yaml.load(text, Loader=_JobFileLoader)
+        document = yaml.load(text, Loader=_JobFileLoader)  # a SafeLoader
     except RecursionError:
         raise SpecError([f"nested deeper than {MAX_DEPTH} levels; a job is a few levels "
                          "deep"], source=source) from None

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from tuner.cli._display import err_console
+from tuner.cli._text import printable
 from tuner.errors import TunerError
 
 __all__ = ["JobIdArgument", "ServerOption", "app", "friendly"]
@@ -54,9 +55,19 @@ def friendly(fn: F) -> F:
         except TunerError as e:
             if _state["debug"]:
                 raise
-            # The message quotes what the user wrote: its brackets are text, not markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
-                              soft_wrap=True)
+            # The message quotes what the user wrote: its brackets are text, not markup,
+            # and its control characters are shown escaped (see tuner.cli._text).
+            err_console.print(f"[bold red]error:[/] {escape(printable(e, keep_newlines=True))}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        except OSError as e:
+            if _state["debug"]:
+                raise
+            # A file the user named (-o, a job file) that cannot be written or read.
+            where = f"{e.filename}: " if e.filename else ""
+            reason = e.strerror or str(e)
+            err_console.print(f"[bold red]error:[/] {escape(printable(where + reason))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
