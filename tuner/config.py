@@ -10,6 +10,7 @@
 | ``TUNER_DEBUG``         | unset: one-line errors; ``1`` shows tracebacks                |
 | ``TUNER_URL``           | unset: the local store (``--server``) | ``http://host:8000``  |
 | ``TUNER_MAX_CODE_MB``   | 50: the largest code archive ``tuner submit --code`` may send      |
+| ``TUNER_DB_RETRY_S``    | 60: seconds a database outage is ridden out (retries, backoff) |
 | ``TUNER_ALLOWED_ORIGINS`` | unset: web pages of other origins may not write | ``https://ui.x`` |
 """
 
@@ -56,6 +57,11 @@ class Settings(BaseSettings):
         default=50, gt=0, le=500, validation_alias=AliasChoices("TUNER_MAX_CODE_MB"),
         description="The largest code archive a job may ship, in MiB (Ray's own limit is "
         "500 MiB); unpacked, it may be ten times larger.",
+    )
+    db_retry_s: float = Field(
+        default=60.0, ge=0, le=86_400, validation_alias=AliasChoices("TUNER_DB_RETRY_S"),
+        description="Seconds work on the jobs database is retried, with backoff, while the "
+        "database is unreachable; a longer outage fails the job.",
     )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("TUNER_ALLOWED_ORIGINS"),

@@ -12,6 +12,12 @@ free (every 0.5 s, or at once when the API stores a job) and runs it with
 - **Stop** (SIGINT/SIGTERM): no new job is claimed; running jobs are interrupted at their
   next check (their running trials end as FAIL "interrupted" and are enqueued again), go back
   to ``queued``, and Ray is shut down. The next server start resumes them.
+- **Errors**: the loop survives any error: one of a job (that job fails, the loop goes on)
+  or of the database (it retries with backoff). A job whose end could not be written because
+  the database was away is settled when it answers again (``failed``, or ``cancelled`` if a
+  cancel was asked); a ``running`` job of this server that no thread runs any more is ended
+  the same way, so a cancel is always honoured. :meth:`Service.describe` says what is wrong
+  (``/healthz`` answers 503 then): a dead or stuck loop, Ray unreachable, the database away.
 
 Example::
 
@@ -30,7 +36,7 @@ from typing import Any
 
 from tuner.cluster import WarmWorkers
 from tuner.config import Settings
-from tuner.errors import TaskError, TunerError
+from tuner.errors import DatabaseUnavailableError, TaskError, TunerError
 
 __all__ = [
     "MODULE_PATH_MESSAGE",
@@ -43,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 #: How often the loop looks for queued jobs, and a running job for its cancel flag.
 POLL_S = 0.5
+#: A loop that has not come round for this long is stuck (a call that does not return).
+STUCK_AFTER_S = 60.0
+#: The longest wait between two rounds of the loop while the database is away.
+MAX_BACKOFF_S = 8.0
 
 MODULE_PATH_MESSAGE = (
     "task: module paths are not accepted by the API; use a built-in or installed task "
@@ -129,6 +139,11 @@ class Service:
         # The last job's idle workers, for the next job on the same task and resources.
         self.warm = WarmWorkers()
         self.requeued: list[int] = []
+        self.loop_error: str | None = None  # the last round of the loop failed with this
+        self.database_error: str | None = None  # the database was away in the last round
+        self._beat = time.monotonic()  # when the loop last came round
+        # Jobs whose end could not be written (the database was away): state, error, message.
+        self._unsettled: dict[int, tuple[str, str | None, str | None]] = {}
 
     # -- life ------------------------------------------------------------------------------
 
@@ -170,7 +185,9 @@ class Service:
         self._stopping.set()
         self._wake.set()
         if self._loop_thread is not None:
-            self._loop_done.wait(timeout=timeout)
+            # A loop still starting (or joining an unreachable) Ray is inside ray.init, which
+            # does not return for tens of seconds: nothing of it needs stopping.
+            self._loop_done.wait(timeout=timeout if self._ray_started else 1.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -203,15 +220,42 @@ class Service:
                 self._loop_thread.join(timeout=5)
 
     def describe(self) -> dict[str, Any]:
-        """What ``/healthz`` shows: the slots, the jobs running here, Ray."""
+        """What ``/healthz`` shows: the slots, the jobs running here, Ray, the loop, and
+        ``problems`` (empty when the service can work; ``/healthz`` is 503 otherwise)."""
         with self._lock:
             running = sorted(i for i, t in self._threads.items() if t.is_alive())
+            unsettled = sorted(self._unsettled)
+        loop_alive = self._loop_thread is not None and self._loop_thread.is_alive()
+        quiet_s = time.monotonic() - self._beat
+        problems = []
+        stopping = self._stopping.is_set()
+        if self._loop_thread is not None and not loop_alive and not stopping:
+            problems.append("the coordinator loop has stopped"
+                            + (f": {self.loop_error}" if self.loop_error else ""))
+        elif loop_alive and quiet_s > STUCK_AFTER_S and not stopping:
+            problems.append(f"the coordinator loop has not come round for {quiet_s:.0f} s")
+        elif self.loop_error:
+            problems.append(f"the coordinator loop failed: {self.loop_error}")
+        if self.ray_error:
+            problems.append(f"Ray: {self.ray_error}")
+        elif not self._ray_started and not stopping:
+            where = self.settings.ray_address
+            problems.append(f"Ray is not up yet (joining RAY_ADDRESS={where})" if where
+                            else "Ray is not up yet (starting a local Ray)")
+        if self.database_error:
+            problems.append(self.database_error)
+        if stopping:
+            problems.append("the server is stopping")
         return {
             "max_jobs": self.max_jobs,
             "running": running,
+            "unsettled": unsettled,
             "ray": "error: " + self.ray_error if self.ray_error
             else ("up" if self._ray_started else "starting"),
-            "stopping": self._stopping.is_set(),
+            "loop": "stopped" if self._loop_thread is not None and not loop_alive
+            else ("stuck" if quiet_s > STUCK_AFTER_S else "running"),
+            "stopping": stopping,
+            "problems": problems,
         }
 
     # -- the loop --------------------------------------------------------------------------
@@ -220,15 +264,33 @@ class Service:
         try:
             if not self._start_ray():
                 return
+            wait = self.poll_s
             while not self._stopping.is_set():
+                self._beat = time.monotonic()
                 try:
-                    while self._free_slots() > 0 and not self._stopping.is_set():
-                        if not self._start_next():
-                            break
-                except TunerError as e:  # the database is away: try again later
-                    logger.warning("coordinator loop: %s", e)
-                self._wake.wait(self.poll_s)
+                    self._round()
+                except DatabaseUnavailableError as e:  # away: try again, backing off
+                    if self.database_error is None:
+                        logger.warning("coordinator loop: %s; retrying", e)
+                    self.database_error = str(e)
+                    wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
+                except Exception as e:
+                    message = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                    if message != self.loop_error:
+                        logger.exception("coordinator loop: %s; going on", message)
+                    self.loop_error = message
+                    wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
+                else:
+                    if self.database_error or self.loop_error:
+                        logger.info("coordinator loop: working again")
+                    self.database_error = self.loop_error = None
+                    wait = self.poll_s
+                self._wake.wait(wait)
                 self._wake.clear()
+        except BaseException as e:
+            self.loop_error = f"{type(e).__name__}: {e}"
+            logger.exception("coordinator loop stopped")
+            raise
         finally:
             self._loop_done.set()
             # The local Ray's daemons die with the *thread* that started them (Ray sets
@@ -237,11 +299,20 @@ class Service:
             if self._ray_started:
                 self._ray_released.wait()
 
+    def _round(self) -> None:
+        """One round of the loop: settle ended jobs, end orphans, start queued jobs."""
+        self._settle_pending()
+        self._end_orphans()
+        while self._free_slots() > 0 and not self._stopping.is_set():
+            if not self._start_next():
+                break
+
     def _start_ray(self) -> bool:
         from tuner.cluster import ensure_ray
 
         delay = 1.0
         while not self._stopping.is_set():
+            self._beat = time.monotonic()
             try:
                 ensure_ray(self.settings.ray_address)
             except Exception as e:  # noqa: BLE001 - any failure: report it and retry
@@ -317,7 +388,15 @@ class Service:
             if started:
                 oldest = oldest.where(store.Job.id.not_in(started))
             candidate = session.execute(oldest).first()
-            if candidate is None or not self._fits(dict(candidate.spec)):
+            if candidate is None:
+                return False
+            try:
+                fits = self._fits(dict(candidate.spec))
+            except Exception as e:
+                logger.exception("job %s: cannot be scheduled", candidate.id)
+                self._fail_queued(candidate.id, f"cannot be scheduled: {type(e).__name__}: {e}")
+                return True
+            if not fits:
                 return False
             self._waiting_logged = False
             # The job that was checked, and only if it is still queued.
@@ -364,13 +443,17 @@ class Service:
                     should_stop=self._stopping.is_set)
         except JobInterrupted:
             logger.info("job %s: interrupted by the server's stop; requeued", job_id)
-        except JobCancelled:
+        except JobCancelled as e:
             logger.info("job %s: cancelled after %.0f s", job_id, time.monotonic() - started)
+            self._settle(job_id, store.JobState.CANCELLED, message=str(e))
         except JobStateError as e:
             logger.info("job %s: not run: %s", job_id, e)  # cancelled before it started
         except BaseException as e:  # noqa: BLE001 - run_job recorded it; keep the server up
             logger.error("job %s: failed after %.0f s: %s: %s", job_id,
                          time.monotonic() - started, type(e).__name__, e)
+            # run_job wrote the failure, unless the database was away: then it is written
+            # here, once the database answers (or by the loop, later).
+            self._settle(job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}")
         else:
             logger.info("job %s: succeeded in %.0f s", job_id, time.monotonic() - started)
         finally:
@@ -379,3 +462,78 @@ class Service:
                     self._starting.discard(job_id)
                     self._started_at = time.monotonic()
             self._wake.set()  # a slot (and Ray's resources) are free: look at the queue
+
+    # -- ends the database did not hear of ---------------------------------------------------
+
+    def _settle(self, job_id: int, state: str, *, error: str | None = None,
+                message: str | None = None) -> None:
+        """Make the jobs table say that job ``job_id`` ended (``state``), if it still says
+        ``running``; a cancel that was asked wins over a failure. Retried while the database
+        is away (``TUNER_DB_RETRY_S``), then left to the loop."""
+        from tuner import store
+
+        try:
+            store.retrying(self.settings.database_url,
+                           lambda session: self._write_end(session, job_id, state, error,
+                                                           message),
+                           budget_s=self.settings.db_retry_s, what=f"job {job_id}",
+                           stop=self._stopping.is_set)
+        except DatabaseUnavailableError as e:
+            logger.warning("job %s: its end (%s) is not written yet: %s", job_id, state, e)
+            with self._lock:
+                self._unsettled[job_id] = (state, error, message)
+
+    @staticmethod
+    def _write_end(session: Any, job_id: int, state: str, error: str | None,
+                   message: str | None) -> None:
+        from tuner import store
+
+        job = store.get_job(session, job_id)
+        if job.state != store.JobState.RUNNING:
+            return  # its end was written (or it was requeued)
+        if job.cancel_requested and state == store.JobState.FAILED:
+            state, message = store.JobState.CANCELLED, f"cancelled (it had failed: {error})"
+            error = None
+        store.set_state(session, job, state, error=error, message=message)
+        logger.info("job %s: recorded as %s", job_id, state)
+
+    def _settle_pending(self) -> None:
+        from tuner import store
+
+        with self._lock:
+            pending = dict(self._unsettled)
+        for job_id, (state, error, message) in pending.items():
+            with store.session_scope(self.settings.database_url) as session:
+                self._write_end(session, job_id, state, error, message)
+            with self._lock:
+                self._unsettled.pop(job_id, None)
+
+    def _end_orphans(self) -> None:
+        """End the ``running`` jobs of this server that no thread of it runs any more
+        (one server per database): ``cancelled`` if a cancel was asked, else ``failed``."""
+        from sqlalchemy import select
+
+        from tuner import store
+
+        with store.session_scope(self.settings.database_url) as session:
+            rows = session.execute(
+                select(store.Job.id).where(store.Job.state == store.JobState.RUNNING.value,
+                                           store.Job.origin == "api")).all()
+            with self._lock:
+                ours = set(self._threads) | set(self._unsettled)
+            for (job_id,) in rows:
+                if job_id in ours:
+                    continue
+                logger.error("job %s: running, but no coordinator thread of this server runs "
+                             "it; ending it", job_id)
+                self._write_end(session, job_id, store.JobState.FAILED,
+                                "the server's coordinator stopped running it without "
+                                "recording its end (see the server log)", None)
+
+    def _fail_queued(self, job_id: int, error: str) -> None:
+        from tuner import store
+
+        with store.session_scope(self.settings.database_url) as session:
+            job = store.get_job(session, job_id)
+            if job.state == store.JobState.QUEUED:
+                store.set_state(session, job, store.JobState.FAILED, error=error)

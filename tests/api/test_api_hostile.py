@@ -92,3 +92,23 @@ def test_nul_characters_are_refused_before_the_database(client: TestClient) -> N
                     "optimizers[1]: contains a NUL character (\\x00); text fields cannot "
                     "hold it")]
     assert stored(client) == 0
+
+
+def test_query_problems_say_query(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json=JOB, headers=AUTH).json()
+    got = problems(client.get(f"/v1/jobs/{job['id']}/trials", params={"optimizer": "adam"}))
+    assert got == [(["query", "optimizer"],
+                    f"optimizer: 'adam' is not one of job {job['id']}'s optimizers (sgd)")]
+    got = problems(client.get("/v1/jobs", params={"state": "nope"}))
+    assert got == [(["query", "state"], "state: got 'nope'; input should be 'queued', "
+                    "'running', 'succeeded', 'failed' or 'cancelled'")]
+
+
+def test_the_openapi_document_lists_valid_names(client: TestClient) -> None:
+    import search_spaces
+    from tuner.task import task_names
+
+    job = client.get("/openapi.json").json()["components"]["schemas"]["JobSpec"]
+    assert job["properties"]["task"]["enum"] == task_names()
+    assert job["properties"]["optimizers"]["items"]["enum"] == search_spaces.available()
+    assert "val_accuracy" in job["properties"]["metric"]["examples"]

@@ -180,6 +180,28 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TunerError, unavailable)
 
 
+def _list_valid_names(job_schema: dict[str, Any]) -> None:
+    """Name what the API accepts in the job document's schema: the tasks (built-in and
+    installed) and the optimizers (the search spaces) as enums, the metrics as examples. The
+    lists are those of this server when the document is first asked for."""
+    import search_spaces
+    from tuner.task import available_tasks, reported_metrics
+
+    props = job_schema.get("properties", {})
+    tasks = available_tasks()
+    if "task" in props:
+        props["task"]["enum"] = [info.name for info in tasks]
+        props["task"]["description"] = "A built-in or installed task (GET /v1/tasks)."
+    items = props.get("optimizers", {}).get("items")
+    if isinstance(items, dict):
+        items["enum"] = search_spaces.available()
+        props["optimizers"]["description"] = "Search spaces to compare (GET /v1/search-spaces)."
+    if "metric" in props:
+        metrics = sorted({m for info in tasks for m in reported_metrics(info.metrics)})
+        props["metric"]["examples"] = metrics
+        props["metric"]["description"] = "A metric the task reports (GET /v1/tasks)."
+
+
 def _clip(value: Any, limit: int = 80) -> Any:
     """A value as an error message quotes it: long text cut to ``limit`` characters."""
     if isinstance(value, str) and len(value) > limit:
@@ -198,6 +220,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         description=app.description, routes=app.routes,
     )
     job_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    _list_valid_names(job_schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(job_schema.pop("$defs", {}))
     components["JobSpec"] = job_schema

@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 from tuner.store._code import code_bytes, get_code, put_code
-from tuner.store._engine import get_engine, session_scope, upgrade
+from tuner.store._engine import DEFAULT_RETRY_S, get_engine, retrying, session_scope, upgrade
 from tuner.store._jobs import (
     MAX_JOB_ID,
     STALE_AFTER_S,
@@ -33,6 +33,7 @@ from tuner.store._jobs import (
 from tuner.store._models import TERMINAL_STATES, Base, CodeArchive, Job, JobEvent, JobState
 
 __all__ = [
+    "DEFAULT_RETRY_S",
     "MAX_JOB_ID",
     "STALE_AFTER_S",
     "TERMINAL_STATES",
@@ -54,6 +55,7 @@ __all__ = [
     "list_jobs",
     "put_code",
     "request_cancel",
+    "retrying",
     "session_scope",
     "set_mlflow",
     "set_result",
