@@ -127,8 +127,13 @@ def test_a_long_outage_mid_job_fails_it_cleanly_and_healthz_says_so(
         code, body = wait_health(server, lambda c, b: c == 503, timeout=30)
         assert body["status"] == "unavailable"
         assert any("jobs database" in p for p in body["problems"]), body
-        # Longer than the server's retry budget (2 s): the job fails...
-        time.sleep(12)
+        # Longer than the server's retry budget (2 s): the job fails at its next database
+        # call (a trial's tell, a progress write), which the log reports...
+        deadline = time.monotonic() + 300
+        while f"job {job_id}: failed after" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert health(server)[0] == 503
     finally:
         end()
     # ... and once the database answers, the jobs table says so (no running zombie).
