@@ -274,7 +274,7 @@ class Service:
                         logger.warning("coordinator loop: %s; retrying", e)
                     self.database_error = str(e)
                     wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
-                except Exception as e:
+                except Exception as e:  # the loop must outlive any error
                     message = f"{type(e).__name__}: {' '.join(str(e).split())}"
                     if message != self.loop_error:
                         logger.exception("coordinator loop: %s; going on", message)
@@ -392,7 +392,7 @@ class Service:
                 return False
             try:
                 fits = self._fits(dict(candidate.spec))
-            except Exception as e:
+            except Exception as e:  # this job's problem, not the loop's
                 logger.exception("job %s: cannot be scheduled", candidate.id)
                 self._fail_queued(candidate.id, f"cannot be scheduled: {type(e).__name__}: {e}")
                 return True
