@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from tuner.cluster import WarmWorkers
 from tuner.config import Settings
@@ -104,6 +104,15 @@ def requeue_orphans(url: str, *, message: str) -> list[int]:
                 continue  # it finished or moved meanwhile
             requeued.append(job.id)
     return requeued
+
+
+class _Books(NamedTuple):
+    """A job whose trials and runs are to be closed (:func:`tuner.recovery.close_books`)."""
+
+    job_id: int
+    name: str
+    optimizers: list[str]
+    reason: str
 
 
 class Service:
@@ -473,29 +482,40 @@ class Service:
         from tuner import store
 
         try:
-            store.retrying(self.settings.database_url,
-                           lambda session: self._write_end(session, job_id, state, error,
-                                                           message),
-                           budget_s=self.settings.db_retry_s, what=f"job {job_id}",
-                           stop=self._stopping.is_set)
+            books = store.retrying(
+                self.settings.database_url,
+                lambda session: self._write_end(session, job_id, state, error, message),
+                budget_s=self.settings.db_retry_s, what=f"job {job_id}",
+                stop=self._stopping.is_set)
         except DatabaseUnavailableError as e:
             logger.warning("job %s: its end (%s) is not written yet: %s", job_id, state, e)
             with self._lock:
                 self._unsettled[job_id] = (state, error, message)
+            return
+        self._close_books(books)
 
     @staticmethod
     def _write_end(session: Any, job_id: int, state: str, error: str | None,
-                   message: str | None) -> None:
+                   message: str | None) -> _Books | None:
         from tuner import store
 
         job = store.get_job(session, job_id)
+        spec = dict(job.spec or {})
+        books = _Books(job_id, str(spec.get("name") or job.name),
+                       [str(o) for o in spec.get("optimizers", [])], "")
+        if job.state in (store.JobState.FAILED, store.JobState.CANCELLED):
+            # Its end was written; its coordinator may still have left trials open.
+            return books._replace(reason=f"job {job.state}: {job.error or ''}".strip())
         if job.state != store.JobState.RUNNING:
-            return  # its end was written (or it was requeued)
+            return None  # it succeeded, or was requeued
         if job.cancel_requested and state == store.JobState.FAILED:
             state, message = store.JobState.CANCELLED, f"cancelled (it had failed: {error})"
             error = None
         store.set_state(session, job, state, error=error, message=message)
         logger.info("job %s: recorded as %s", job_id, state)
+        # Its coordinator could not end its trials (the database was away, or it is gone):
+        # the caller closes its books once this is committed.
+        return books._replace(reason=f"job {state}: {error or message or ''}".strip())
 
     def _settle_pending(self) -> None:
         from tuner import store
@@ -504,9 +524,10 @@ class Service:
             pending = dict(self._unsettled)
         for job_id, (state, error, message) in pending.items():
             with store.session_scope(self.settings.database_url) as session:
-                self._write_end(session, job_id, state, error, message)
+                books = self._write_end(session, job_id, state, error, message)
             with self._lock:
                 self._unsettled.pop(job_id, None)
+            self._close_books(books)
 
     def _end_orphans(self) -> None:
         """End the ``running`` jobs of this server that no thread of it runs any more
@@ -521,14 +542,35 @@ class Service:
                                            store.Job.origin == "api")).all()
             with self._lock:
                 ours = set(self._threads) | set(self._unsettled)
+            ended = []
             for (job_id,) in rows:
                 if job_id in ours:
                     continue
                 logger.error("job %s: running, but no coordinator thread of this server runs "
                              "it; ending it", job_id)
-                self._write_end(session, job_id, store.JobState.FAILED,
-                                "the server's coordinator stopped running it without "
-                                "recording its end (see the server log)", None)
+                ended.append(self._write_end(
+                    session, job_id, store.JobState.FAILED,
+                    "the server's coordinator stopped running it without recording its end "
+                    "(see the server log)", None))
+        for books in ended:
+            self._close_books(books)
+
+    def _close_books(self, books: _Books | None) -> None:
+        """End the job's RUNNING trials in Optuna and runs in MLflow (best effort: logged)."""
+        from tuner.recovery import close_books
+
+        if books is None:
+            return
+        try:
+            trials, runs = close_books(self.settings, books.job_id, job_name=books.name,
+                                       optimizers=books.optimizers, reason=books.reason)
+        except Exception as e:  # noqa: BLE001 - the state is written; the rest is logged
+            logger.warning("job %s: could not end its Optuna trials and MLflow runs: %s: %s",
+                           books.job_id, type(e).__name__, e)
+            return
+        if trials or runs:
+            logger.info("job %s: ended %d Optuna trials and %d MLflow runs left running",
+                        books.job_id, trials, runs)
 
     def _fail_queued(self, job_id: int, error: str) -> None:
         from tuner import store

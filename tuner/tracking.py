@@ -383,6 +383,26 @@ class JobTracker:
             logger.warning("MLflow: could not save the leaderboard view: %s", e)
             self.errors.append(str(e))
 
+    def close_running(self, *, reason: str, status: str = "FAILED") -> int:
+        """End every run of the job left RUNNING (its coordinator could not: the database or
+        MLflow was away when the job failed) as ``status``; trial and final runs get
+        ``tuner.state`` FAIL and ``tuner.reason``. How many were ended."""
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return 0
+        self.experiment_id, self.resumed = experiment.experiment_id, True
+        ended = 0
+        for level in ("trial", "final", "optimizer", "job"):
+            for run in self.runs(level):
+                if run.info.status != "RUNNING":
+                    continue
+                if level in ("trial", "final"):
+                    self.client.set_tag(run.info.run_id, "tuner.state", "FAIL")
+                    self.client.set_tag(run.info.run_id, "tuner.reason", reason[:500])
+                self.client.set_terminated(run.info.run_id, status=status)
+                ended += 1
+        return ended
+
     def log_files(self, paths: Iterable[Path], *, artifact_path: str) -> None:
         """Log files (e.g. the report's PNGs) as artifacts of the job run."""
         for path in paths:

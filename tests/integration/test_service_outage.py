@@ -112,7 +112,7 @@ def wait_health(server: Server, predicate: Callable[[int, dict[str, Any]], bool]
 
 
 def test_a_long_outage_mid_job_fails_it_cleanly_and_healthz_says_so(
-    serve: Callable[..., Server], admin: sa.Engine, database: str,
+    serve: Callable[..., Server], admin: sa.Engine, database: str, tmp_path: Path,
 ) -> None:
     server = serve(TUNER_DB_RETRY_S="2")
     assert health(server) == (200, health(server)[1])
@@ -140,6 +140,27 @@ def test_a_long_outage_mid_job_fails_it_cleanly_and_healthz_says_so(
     job = server.wait_for(job_id, lambda j: j["state"] != "running", timeout=120)
     assert job["state"] == "failed", job
     assert job["error"], job
+    # Optuna and MLflow agree: nothing of the job is left RUNNING (or WAITING).
+    import optuna
+    from mlflow import MlflowClient
+
+    deadline = time.monotonic() + 60
+    while True:
+        open_trials = [
+            (name, t.number, t.state.name)
+            for name in JOB["optimizers"]
+            for t in optuna.load_study(study_name=f"job-{job_id}-{name}",
+                                       storage=database).get_trials(deepcopy=False)
+            if not t.state.is_finished()]
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name(f"job-{job_id}-{JOB['name']}")
+        assert experiment is not None
+        running_runs = [r.info.run_name for r in client.search_runs(
+            [experiment.experiment_id], max_results=5000) if r.info.status == "RUNNING"]
+        if not open_trials and not running_runs:
+            break
+        assert time.monotonic() < deadline, (open_trials, running_runs)
+        time.sleep(0.5)
     code, body = wait_health(server, lambda c, b: c == 200, timeout=60)
     assert body["problems"] == [] and body["coordinator"]["unsettled"] == []
     assert body["coordinator"]["running"] == []
@@ -251,3 +272,36 @@ def test_healthz_is_503_while_ray_is_unreachable_and_sigterm_is_quick(tmp_path: 
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_a_short_outage_mid_job_is_ridden_out_with_the_exact_budget(
+    serve: Callable[..., Server], admin: sa.Engine, database: str, tmp_path: Path,
+) -> None:
+    """The database goes away while trials run and comes back within TUNER_DB_RETRY_S: the
+    job pauses at its next database call, goes on, and ends as if nothing had happened."""
+    from tests.integration.test_service_restart import RESTARTED, check_nothing_lost
+
+    server = serve(TUNER_DB_RETRY_S="90")
+    job_id = int(server.http.post("/v1/jobs", json=JOB).raise_for_status().json()["id"])
+    deadline = time.monotonic() + 240
+    while running_trials(database)[0] < 1:
+        assert time.monotonic() < deadline, server.job(job_id)
+        time.sleep(0.2)
+    end = outage(admin, database)
+    try:
+        # Until the job has met the outage (a trial's tell), and no longer than 60 s.
+        deadline = time.monotonic() + 60
+        while "the database is away while handling" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert health(server)[0] == 503
+    finally:
+        end()
+    job = server.wait_for(job_id, lambda j: j["state"] != "running", timeout=600)
+    assert job["state"] == "succeeded", (job, server.log.read_text()[-3000:])
+    lost = check_nothing_lost(job, database, f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}",
+                              RESTARTED)
+    assert lost == 0
+    assert [e["state"] for e in job["events"]] == ["queued", "running", "succeeded"]
+    assert f"job {job_id}: the database answers again; going on" in server.log.read_text()
+    wait_health(server, lambda c, b: c == 200, timeout=60)

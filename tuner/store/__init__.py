@@ -11,7 +11,14 @@ Example:
 from __future__ import annotations
 
 from tuner.store._code import code_bytes, get_code, put_code
-from tuner.store._engine import DEFAULT_RETRY_S, get_engine, retrying, session_scope, upgrade
+from tuner.store._engine import (
+    DEFAULT_RETRY_S,
+    get_engine,
+    ping,
+    retrying,
+    session_scope,
+    upgrade,
+)
 from tuner.store._jobs import (
     MAX_JOB_ID,
     STALE_AFTER_S,
@@ -53,7 +60,8 @@ __all__ = [
     "job_events",
     "latest_job",
     "list_jobs",
-    "put_code",
+from tuner.store._code import code_bytes, get_code, put_code
+    "ping",
     "request_cancel",
     "retrying",
     "session_scope",

@@ -31,8 +31,8 @@ from tuner.errors import DatabaseUnavailableError, TunerError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["DEFAULT_RETRY_S", "MIGRATIONS_DIR", "VERSION_TABLE", "get_engine", "retrying",
-           "session_scope", "upgrade"]
+__all__ = ["DEFAULT_RETRY_S", "MIGRATIONS_DIR", "VERSION_TABLE", "get_engine", "ping",
+           "retrying", "session_scope", "upgrade"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -198,6 +198,18 @@ def retrying(url: str, work: Callable[[Session], T], *, budget_s: float = DEFAUL
                 logger.warning("%s: %s; retrying for up to %.0f s", what, e, budget_s)
             time.sleep(min(delay, left))
             delay = min(delay * 2, 8.0)
+
+
+def ping(url: str) -> None:
+    """``SELECT 1`` on ``url``: returns when the database answers.
+
+    Raises:
+        DatabaseUnavailableError: it does not.
+    """
+    from sqlalchemy import text
+
+    with session_scope(url) as session:
+        session.execute(text("SELECT 1"))
 
 
 def alembic_config(url: str | None = None) -> Config:
