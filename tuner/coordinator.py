@@ -24,7 +24,7 @@ killed is taken over by the next one (:mod:`tuner.recovery`).
 A database outage (the jobs and studies database unreachable) pauses the job: the call that
 failed is made again once the database answers, for up to ``TUNER_DB_RETRY_S`` (the workers
 keep their results meanwhile), so the job goes on with its exact budget; a longer outage fails
-the job (:meth:`Coordinator._riding_out`).
+the job (:mod:`tuner.outages`).
 
 A coordinator runs one job once::
 
@@ -40,12 +40,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from tuner.cluster import WarmWorkers, WorkerPool, ensure_ray
 from tuner.errors import JobCancelled, JobInterrupted, TaskError
 from tuner.ledger import Ledger, Slot
 from tuner.lr_range import narrow_lr_ranges
+from tuner.outages import ride_out
 from tuner.recovery import recover
 from tuner.results import JobProgress, SearchResult, TrialOutcome
 
@@ -56,9 +57,8 @@ if TYPE_CHECKING:
     from tuner.spec import JobSpec
     from tuner.tracking import JobTracker
 
-__all__ = ["Coordinator", "is_database_outage"]
+__all__ = ["Coordinator"]
 
-_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class Coordinator:
         self.on_progress = on_progress or (lambda progress: None)
         self.should_cancel = should_cancel or (lambda: False)
         self.should_stop = should_stop or (lambda: False)
-        self.database_url, self.db_retry_s = settings.database_url, settings.db_retry_s
+        self._ride = partial(ride_out, url=settings.database_url, budget_s=settings.db_retry_s,
+                             what=f"job {job_id}")
         settings.ensure_home()
         spaces = {name: search_spaces.load(name, spec.space_overrides.get(name))
                   for name in spec.optimizers}
@@ -226,9 +227,7 @@ class Coordinator:
             if self.should_stop():
                 raise JobInterrupted(f"job {self.job_id} was interrupted")
             idle = self.pool.idle
-            while idle:
-                if not self._riding_out("the next trial", partial(self._dispatch, idle[-1])):
-                    break
+            while idle and self._ride(partial(self._dispatch, idle[-1])) is True:
                 idle.pop()
             if not self._pending:
                 return
@@ -238,7 +237,7 @@ class Coordinator:
                 # The slot stays in flight until handled: if handling fails, the job's
                 # clean-up still ends its trial everywhere.
                 slot = self._pending[ref]
-                self._riding_out(slot.key, partial(self._on_result, slot, ref))
+                self._ride(partial(self._on_result, slot, ref))
                 del self._pending[ref]
             # Progress after every event, and at least every 2 s: it is the job's heartbeat.
             if done or time.monotonic() - last_emit >= 2.0:
@@ -321,41 +320,6 @@ class Coordinator:
         else:
             self._submit(slot)
 
-    def _riding_out(self, what: str, call: Callable[[], _T]) -> _T:
-        """``call()``; when it fails because the database is away, the job pauses until the
-        database answers (probed with backoff) and ``call`` is made again, for up to
-        ``TUNER_DB_RETRY_S`` in all. ``call`` must be safe to repeat (a trial's result is
-        applied once; Optuna's tell skips a trial already told)."""
-        from tuner import store
-
-        deadline: float | None = None
-        while True:
-            try:
-                return call()
-            except Exception as e:
-                if not is_database_outage(e):
-                    raise
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.db_retry_s
-                    logger.warning("job %s: the database is away while handling %s; pausing "
-                                   "for up to %.0f s: %s", self.job_id, what, self.db_retry_s,
-                                   " ".join(str(e).split())[:300])
-                if now >= deadline:
-                    raise
-                delay = 0.5
-                while time.monotonic() < deadline:
-                    try:
-                        store.ping(self.database_url)
-                    except Exception as probe:  # still away: wait
-                        if not is_database_outage(probe):
-                            raise
-                        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                        delay = min(delay * 2, 8.0)
-                        continue
-                    logger.info("job %s: the database answers again; going on", self.job_id)
-                    break
-
     def _on_worker_death(self, slot: Slot, error: Exception) -> None:
         reason = f"{WORKER_DIED}: {type(error).__name__}"
         logger.warning("%s while running %s; a new worker takes over", reason, slot.key)
@@ -407,26 +371,6 @@ class Coordinator:
             self.on_progress(self.progress)
         except Exception as e:  # noqa: BLE001 - a display must never stop a job
             logger.warning("progress callback failed: %s", e)
-
-
-def is_database_outage(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says the database cannot be reached now: a
-    refused or dropped connection (SQLAlchemy's OperationalError, an invalidated connection,
-    as Optuna's StorageInternalError wraps them, or the store's DatabaseUnavailableError)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from tuner.errors import DatabaseUnavailableError
-
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, DatabaseUnavailableError | OperationalError):
-            return True
-        if isinstance(current, DBAPIError) and current.connection_invalidated:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _open_stores(settings: Settings, job_id: int, spec: JobSpec, tracker: JobTracker,

@@ -32,11 +32,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any
 
 from tuner.cluster import WarmWorkers
 from tuner.config import Settings
 from tuner.errors import DatabaseUnavailableError, TaskError, TunerError
+from tuner.job_ends import JobEnds
 
 __all__ = [
     "MODULE_PATH_MESSAGE",
@@ -106,13 +108,87 @@ def requeue_orphans(url: str, *, message: str) -> list[int]:
     return requeued
 
 
-class _Books(NamedTuple):
-    """A job whose trials and runs are to be closed (:func:`tuner.recovery.close_books`)."""
+def room_for(spec: dict[str, Any], *, total: dict[str, float],
+             free: dict[str, float]) -> tuple[bool, str | None]:
+    """Whether ``free`` Ray resources hold all the workers of the job ``spec`` now; when
+    not, what it needs and what is free. A job that can never fit in ``total`` is let
+    through (its coordinator fails it saying why)."""
+    from tuner.cluster import workers_that_fit
 
-    job_id: int
-    name: str
-    optimizers: list[str]
-    reason: str
+    resources = spec.get("resources") or {}
+    cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
+        resources.get("gpus_per_trial", 0))
+    fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
+    if fits < 1:
+        return True, None
+    trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
+    workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
+    ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
+        gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
+    if ok:
+        return True, None
+    return False, (f"it needs {workers * cpu:g} CPU and {workers * gpu:g} GPU for {workers} "
+                   f"workers; free: {free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU")
+
+
+class LoopHealth:
+    """How the service's loop is doing: when it last came round, what its last round met."""
+
+    def __init__(self) -> None:
+        self.beat = time.monotonic()  # when the loop last came round
+        self.loop_error: str | None = None  # the last round failed with this
+        self.database_error: str | None = None  # the database was away in the last round
+
+    def failed(self, error: Exception) -> None:
+        if isinstance(error, DatabaseUnavailableError):  # away: the loop retries, backing off
+            if self.database_error is None:
+                logger.warning("coordinator loop: %s; retrying", error)
+            self.database_error = str(error)
+            return
+        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        if message != self.loop_error:
+            logger.error("coordinator loop: %s; going on", message, exc_info=error)
+        self.loop_error = message
+
+    def ok(self) -> None:
+        if self.database_error or self.loop_error:
+            logger.info("coordinator loop: working again")
+        self.database_error = self.loop_error = None
+
+    def describe(self, thread: threading.Thread | None, *, stopping: bool, ray: str,
+                 ray_address: str | None) -> dict[str, Any]:
+        """The loop's part of ``/healthz``: its state, whether it stops, the problems."""
+        started, alive = thread is not None, thread is not None and thread.is_alive()
+        stuck = time.monotonic() - self.beat > STUCK_AFTER_S
+        return {
+            "loop": "stopped" if started and not alive else "stuck" if stuck else "running",
+            "stopping": stopping,
+            "problems": self.problems(started=started, alive=alive, stopping=stopping,
+                                      ray=ray, ray_address=ray_address),
+        }
+
+    def problems(self, *, started: bool, alive: bool, stopping: bool, ray: str,
+                 ray_address: str | None) -> list[str]:
+        """Why the service cannot work now (``/healthz`` answers 503 when there are any)."""
+        problems = []
+        quiet_s = time.monotonic() - self.beat
+        if started and not alive and not stopping:
+            problems.append("the coordinator loop has stopped"
+                            + (f": {self.loop_error}" if self.loop_error else ""))
+        elif alive and quiet_s > STUCK_AFTER_S and not stopping:
+            problems.append(f"the coordinator loop has not come round for {quiet_s:.0f} s")
+        elif self.loop_error:
+            problems.append(f"the coordinator loop failed: {self.loop_error}")
+        if ray.startswith("error: "):
+            problems.append(f"Ray: {ray.removeprefix('error: ')}")
+        elif ray != "up" and not stopping:
+            problems.append(f"Ray is not up yet (joining RAY_ADDRESS={ray_address})"
+                            if ray_address else "Ray is not up yet (starting a local Ray)")
+        if self.database_error:
+            problems.append(self.database_error)
+        if stopping:
+            problems.append("the server is stopping")
+        return problems
 
 
 class Service:
@@ -148,11 +224,9 @@ class Service:
         # The last job's idle workers, for the next job on the same task and resources.
         self.warm = WarmWorkers()
         self.requeued: list[int] = []
-        self.loop_error: str | None = None  # the last round of the loop failed with this
-        self.database_error: str | None = None  # the database was away in the last round
-        self._beat = time.monotonic()  # when the loop last came round
-        # Jobs whose end could not be written (the database was away): state, error, message.
-        self._unsettled: dict[int, tuple[str, str | None, str | None]] = {}
+        self.health = LoopHealth()
+        # Ends of jobs the database did not hear of (it was away), and orphans.
+        self.ends = JobEnds(settings, stopping=self._stopping.is_set)
 
     # -- life ------------------------------------------------------------------------------
 
@@ -233,39 +307,12 @@ class Service:
         ``problems`` (empty when the service can work; ``/healthz`` is 503 otherwise)."""
         with self._lock:
             running = sorted(i for i, t in self._threads.items() if t.is_alive())
-            unsettled = sorted(self._unsettled)
-        loop_alive = self._loop_thread is not None and self._loop_thread.is_alive()
-        quiet_s = time.monotonic() - self._beat
-        problems = []
-        stopping = self._stopping.is_set()
-        if self._loop_thread is not None and not loop_alive and not stopping:
-            problems.append("the coordinator loop has stopped"
-                            + (f": {self.loop_error}" if self.loop_error else ""))
-        elif loop_alive and quiet_s > STUCK_AFTER_S and not stopping:
-            problems.append(f"the coordinator loop has not come round for {quiet_s:.0f} s")
-        elif self.loop_error:
-            problems.append(f"the coordinator loop failed: {self.loop_error}")
-        if self.ray_error:
-            problems.append(f"Ray: {self.ray_error}")
-        elif not self._ray_started and not stopping:
-            where = self.settings.ray_address
-            problems.append(f"Ray is not up yet (joining RAY_ADDRESS={where})" if where
-                            else "Ray is not up yet (starting a local Ray)")
-        if self.database_error:
-            problems.append(self.database_error)
-        if stopping:
-            problems.append("the server is stopping")
-        return {
-            "max_jobs": self.max_jobs,
-            "running": running,
-            "unsettled": unsettled,
-            "ray": "error: " + self.ray_error if self.ray_error
-            else ("up" if self._ray_started else "starting"),
-            "loop": "stopped" if self._loop_thread is not None and not loop_alive
-            else ("stuck" if quiet_s > STUCK_AFTER_S else "running"),
-            "stopping": stopping,
-            "problems": problems,
-        }
+        ray = ("error: " + self.ray_error if self.ray_error
+               else "up" if self._ray_started else "starting")
+        return {"max_jobs": self.max_jobs, "running": running,
+                "unsettled": self.ends.unsettled(), "ray": ray,
+                **self.health.describe(self._loop_thread, stopping=self._stopping.is_set(),
+                                       ray=ray, ray_address=self.settings.ray_address)}
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -275,29 +322,19 @@ class Service:
                 return
             wait = self.poll_s
             while not self._stopping.is_set():
-                self._beat = time.monotonic()
+                self.health.beat = time.monotonic()
                 try:
                     self._round()
-                except DatabaseUnavailableError as e:  # away: try again, backing off
-                    if self.database_error is None:
-                        logger.warning("coordinator loop: %s; retrying", e)
-                    self.database_error = str(e)
-                    wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
-                except Exception as e:  # the loop must outlive any error
-                    message = f"{type(e).__name__}: {' '.join(str(e).split())}"
-                    if message != self.loop_error:
-                        logger.exception("coordinator loop: %s; going on", message)
-                    self.loop_error = message
+                except Exception as e:  # noqa: BLE001 - the loop must outlive any error
+                    self.health.failed(e)  # logged there
                     wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
                 else:
-                    if self.database_error or self.loop_error:
-                        logger.info("coordinator loop: working again")
-                    self.database_error = self.loop_error = None
+                    self.health.ok()
                     wait = self.poll_s
                 self._wake.wait(wait)
                 self._wake.clear()
         except BaseException as e:
-            self.loop_error = f"{type(e).__name__}: {e}"
+            self.health.loop_error = f"{type(e).__name__}: {e}"
             logger.exception("coordinator loop stopped")
             raise
         finally:
@@ -310,8 +347,10 @@ class Service:
 
     def _round(self) -> None:
         """One round of the loop: settle ended jobs, end orphans, start queued jobs."""
-        self._settle_pending()
-        self._end_orphans()
+        self.ends.settle_pending()
+        with self._lock:
+            ours = set(self._threads)
+        self.ends.end_orphans(ours)
         while self._free_slots() > 0 and not self._stopping.is_set():
             if not self._start_next():
                 break
@@ -321,7 +360,7 @@ class Service:
 
         delay = 1.0
         while not self._stopping.is_set():
-            self._beat = time.monotonic()
+            self.health.beat = time.monotonic()
             try:
                 ensure_ray(self.settings.ray_address)
             except Exception as e:  # noqa: BLE001 - any failure: report it and retry
@@ -353,30 +392,17 @@ class Service:
         """
         import ray
 
-        from tuner.cluster import workers_that_fit
-
         with self._lock:
             if self._starting:
                 return False
         if time.monotonic() - self._started_at < 1.0:
             return False  # Ray's view of free resources lags behind placements
-        resources = spec.get("resources") or {}
-        cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
-            resources.get("gpus_per_trial", 0))
-        total, free = ray.cluster_resources(), dict(ray.available_resources())
+        free = dict(ray.available_resources())
         for name, held in self.warm.held().items():  # kept workers give way to a new job
             free[name] = free.get(name, 0.0) + held
-        fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
-        if fits < 1:
-            return True
-        trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
-        workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
-        ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
-            gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
-        if not ok and not self._waiting_logged:
-            logger.info("next job waits for Ray resources: it needs %g CPU and %g GPU for "
-                        "%d workers; free: %g CPU, %g GPU", workers * cpu, workers * gpu,
-                        workers, free.get("CPU", 0.0), free.get("GPU", 0.0))
+        ok, waiting = room_for(spec, total=ray.cluster_resources(), free=free)
+        if waiting and not self._waiting_logged:
+            logger.info("next job waits for Ray resources: %s", waiting)
             self._waiting_logged = True
         return ok
 
@@ -399,13 +425,8 @@ class Service:
             candidate = session.execute(oldest).first()
             if candidate is None:
                 return False
-            try:
-                fits = self._fits(dict(candidate.spec))
-            except Exception as e:  # this job's problem, not the loop's
-                logger.exception("job %s: cannot be scheduled", candidate.id)
-                self._fail_queued(candidate.id, f"cannot be scheduled: {type(e).__name__}: {e}")
-                return True
-            if not fits:
+            if not self.ends.fail_on_error(candidate.id, "cannot be scheduled",
+                                           partial(self._fits, dict(candidate.spec))):
                 return False
             self._waiting_logged = False
             # The job that was checked, and only if it is still queued.
@@ -454,15 +475,13 @@ class Service:
             logger.info("job %s: interrupted by the server's stop; requeued", job_id)
         except JobCancelled as e:
             logger.info("job %s: cancelled after %.0f s", job_id, time.monotonic() - started)
-            self._settle(job_id, store.JobState.CANCELLED, message=str(e))
+            self.ends.settle(job_id, store.JobState.CANCELLED, message=str(e))
         except JobStateError as e:
             logger.info("job %s: not run: %s", job_id, e)  # cancelled before it started
         except BaseException as e:  # noqa: BLE001 - run_job recorded it; keep the server up
             logger.error("job %s: failed after %.0f s: %s: %s", job_id,
                          time.monotonic() - started, type(e).__name__, e)
-            # run_job wrote the failure, unless the database was away: then it is written
-            # here, once the database answers (or by the loop, later).
-            self._settle(job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}")
+            self.ends.settle(job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}")
         else:
             logger.info("job %s: succeeded in %.0f s", job_id, time.monotonic() - started)
         finally:
@@ -471,111 +490,3 @@ class Service:
                     self._starting.discard(job_id)
                     self._started_at = time.monotonic()
             self._wake.set()  # a slot (and Ray's resources) are free: look at the queue
-
-    # -- ends the database did not hear of ---------------------------------------------------
-
-    def _settle(self, job_id: int, state: str, *, error: str | None = None,
-                message: str | None = None) -> None:
-        """Make the jobs table say that job ``job_id`` ended (``state``), if it still says
-        ``running``; a cancel that was asked wins over a failure. Retried while the database
-        is away (``TUNER_DB_RETRY_S``), then left to the loop."""
-        from tuner import store
-
-        try:
-            books = store.retrying(
-                self.settings.database_url,
-                lambda session: self._write_end(session, job_id, state, error, message),
-                budget_s=self.settings.db_retry_s, what=f"job {job_id}",
-                stop=self._stopping.is_set)
-        except DatabaseUnavailableError as e:
-            logger.warning("job %s: its end (%s) is not written yet: %s", job_id, state, e)
-            with self._lock:
-                self._unsettled[job_id] = (state, error, message)
-            return
-        self._close_books(books)
-
-    @staticmethod
-    def _write_end(session: Any, job_id: int, state: str, error: str | None,
-                   message: str | None) -> _Books | None:
-        from tuner import store
-
-        job = store.get_job(session, job_id)
-        spec = dict(job.spec or {})
-        books = _Books(job_id, str(spec.get("name") or job.name),
-                       [str(o) for o in spec.get("optimizers", [])], "")
-        if job.state in (store.JobState.FAILED, store.JobState.CANCELLED):
-            # Its end was written; its coordinator may still have left trials open.
-            return books._replace(reason=f"job {job.state}: {job.error or ''}".strip())
-        if job.state != store.JobState.RUNNING:
-            return None  # it succeeded, or was requeued
-        if job.cancel_requested and state == store.JobState.FAILED:
-            state, message = store.JobState.CANCELLED, f"cancelled (it had failed: {error})"
-            error = None
-        store.set_state(session, job, state, error=error, message=message)
-        logger.info("job %s: recorded as %s", job_id, state)
-        # Its coordinator could not end its trials (the database was away, or it is gone):
-        # the caller closes its books once this is committed.
-        return books._replace(reason=f"job {state}: {error or message or ''}".strip())
-
-    def _settle_pending(self) -> None:
-        from tuner import store
-
-        with self._lock:
-            pending = dict(self._unsettled)
-        for job_id, (state, error, message) in pending.items():
-            with store.session_scope(self.settings.database_url) as session:
-                books = self._write_end(session, job_id, state, error, message)
-            with self._lock:
-                self._unsettled.pop(job_id, None)
-            self._close_books(books)
-
-    def _end_orphans(self) -> None:
-        """End the ``running`` jobs of this server that no thread of it runs any more
-        (one server per database): ``cancelled`` if a cancel was asked, else ``failed``."""
-        from sqlalchemy import select
-
-        from tuner import store
-
-        with store.session_scope(self.settings.database_url) as session:
-            rows = session.execute(
-                select(store.Job.id).where(store.Job.state == store.JobState.RUNNING.value,
-                                           store.Job.origin == "api")).all()
-            with self._lock:
-                ours = set(self._threads) | set(self._unsettled)
-            ended = []
-            for (job_id,) in rows:
-                if job_id in ours:
-                    continue
-                logger.error("job %s: running, but no coordinator thread of this server runs "
-                             "it; ending it", job_id)
-                ended.append(self._write_end(
-                    session, job_id, store.JobState.FAILED,
-                    "the server's coordinator stopped running it without recording its end "
-                    "(see the server log)", None))
-        for books in ended:
-            self._close_books(books)
-
-    def _close_books(self, books: _Books | None) -> None:
-        """End the job's RUNNING trials in Optuna and runs in MLflow (best effort: logged)."""
-        from tuner.recovery import close_books
-
-        if books is None:
-            return
-        try:
-            trials, runs = close_books(self.settings, books.job_id, job_name=books.name,
-                                       optimizers=books.optimizers, reason=books.reason)
-        except Exception as e:  # noqa: BLE001 - the state is written; the rest is logged
-            logger.warning("job %s: could not end its Optuna trials and MLflow runs: %s: %s",
-                           books.job_id, type(e).__name__, e)
-            return
-        if trials or runs:
-            logger.info("job %s: ended %d Optuna trials and %d MLflow runs left running",
-                        books.job_id, trials, runs)
-
-    def _fail_queued(self, job_id: int, error: str) -> None:
-        from tuner import store
-
-        with store.session_scope(self.settings.database_url) as session:
-            job = store.get_job(session, job_id)
-            if job.state == store.JobState.QUEUED:
-                store.set_state(session, job, store.JobState.FAILED, error=error)
