@@ -109,7 +109,7 @@ def close_books(settings: Settings, job_id: int, *, job_name: str, optimizers: l
 
     from tuner.spec import study_name
     from tuner.studies import open_storage
-    from tuner.tracking import JobTracker
+    from tuner.tracking import JobTracker, close_running
 
     storage = open_storage(settings.database_url)
     trials = 0
@@ -128,7 +128,7 @@ def close_books(settings: Settings, job_id: int, *, job_name: str, optimizers: l
     tracker = JobTracker(settings.tracking_uri, settings.artifact_root, job_id=job_id,
                          job_name=job_name)
     try:
-        runs = tracker.close_running(reason=reason)
+        runs = close_running(tracker, reason=reason)
     finally:
         tracker.close()
     return trials, runs
