@@ -60,8 +60,8 @@ __all__ = [
     "job_events",
     "latest_job",
     "list_jobs",
-from tuner.store._code import code_bytes, get_code, put_code
     "ping",
+    "put_code",
     "request_cancel",
     "retrying",
     "session_scope",
