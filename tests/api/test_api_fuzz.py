@@ -40,7 +40,10 @@ def test_no_generated_request_gets_a_server_error(app: Any) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
     seen: Counter[tuple[str, int]] = Counter()
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # POST /v1/code takes a zip archive, which Schemathesis cannot generate (no serializer
+    # for application/zip); its hostile bodies are tests/api/test_api_code.py's.
+    operations = [op for op in (result.ok() for result in schema.get_all_operations())
+                  if op.label != "POST /v1/code"]
     assert len(operations) >= 9, [op.label for op in operations]
     # Positive: documents that fit the schema (they reach the handlers and the database);
     # negative: ones that do not (wrong types, out-of-range numbers, missing fields).

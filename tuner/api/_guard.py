@@ -8,8 +8,9 @@ before any route runs:
 - a write (``POST``, ``PUT``, ``PATCH``, ``DELETE``) carrying an ``Origin`` header is refused
   (403) unless the origin is the server's own or one of ``TUNER_ALLOWED_ORIGINS``; the CLI,
   curl and scripts send no ``Origin`` and are not affected;
-- a write with a body must say ``Content-Type: application/json`` (415): the types a browser
-  sends without a preflight are never accepted;
+- a write whose body has no type, or a type a browser sends without a preflight (a form's,
+  ``text/plain``), is refused (415); the routes accept ``application/json`` (jobs) or a zip
+  (code) only;
 - without ``TUNER_API_TOKEN`` (a loopback-only server), the ``Host`` header must name a
   loopback address or the address the server is bound to (403): a DNS-rebinding page
   (``evil.example`` resolving to 127.0.0.1) is refused even for reads;
@@ -30,6 +31,10 @@ __all__ = ["RequestGuard"]
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
+#: What a form or a "simple" fetch sends without a CORS preflight (the Fetch standard's
+#: CORS-safelisted request-header values of Content-Type).
+SIMPLE_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data",
+                          "text/plain"})
 
 
 def _host_name(netloc: str) -> str:
@@ -103,7 +108,11 @@ class RequestGuard:
             media = headers.get("content-type", "").partition(";")[0].strip().lower()
             has_body = headers.get("content-length", "0") not in ("", "0") or (
                 "transfer-encoding" in headers)
-            if has_body and media != JSON:
+            # The types a browser sends cross-site without asking first; each route checks
+            # its own type (JSON for jobs, a zip for code) beyond these.
+            # (POST /v1/code refuses every type but a zip's with its own message.)
+            if (has_body and (not media or media in SIMPLE_TYPES)
+                    and not scope["path"].startswith("/v1/code")):
                 await _answer(send, 415, (
                     f"Content-Type: got {media or 'none'!r}; allowed: {JSON}"))
                 return
