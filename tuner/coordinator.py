@@ -46,7 +46,7 @@ from tuner.cluster import WarmWorkers, WorkerPool, ensure_ray
 from tuner.errors import JobCancelled, JobInterrupted, TaskError
 from tuner.ledger import Ledger, Slot
 from tuner.lr_range import narrow_lr_ranges
-from tuner.outages import ride_out
+from tuner.outages import riding_out
 from tuner.recovery import recover
 from tuner.results import JobProgress, SearchResult, TrialOutcome
 
@@ -111,8 +111,7 @@ class Coordinator:
         self.on_progress = on_progress or (lambda progress: None)
         self.should_cancel = should_cancel or (lambda: False)
         self.should_stop = should_stop or (lambda: False)
-        self._ride = partial(ride_out, url=settings.database_url, budget_s=settings.db_retry_s,
-                             what=f"job {job_id}")
+        self._ride = riding_out(settings, what=f"job {job_id}")
         settings.ensure_home()
         spaces = {name: search_spaces.load(name, spec.space_overrides.get(name))
                   for name in spec.optimizers}
@@ -236,8 +235,7 @@ class Coordinator:
             for ref in done:
                 # The slot stays in flight until handled: if handling fails, the job's
                 # clean-up still ends its trial everywhere.
-                slot = self._pending[ref]
-                self._ride(partial(self._on_result, slot, ref))
+                self._ride(partial(self._on_result, self._pending[ref], ref))
                 del self._pending[ref]
             # Progress after every event, and at least every 2 s: it is the job's heartbeat.
             if done or time.monotonic() - last_emit >= 2.0:
@@ -297,9 +295,7 @@ class Coordinator:
                 raise TaskError(str(cause)) from e
             self._end(slot, TrialOutcome.FAIL, reason=f"{type(cause).__name__}: {cause}")
             return
-        if slot.applied is not ref:  # once, however often its handling is retried
-            slot.epochs.extend(step.epochs)
-            slot.applied = ref
+        slot.apply(step.epochs, ref)  # once, however often its handling is retried
         trial = slot.trial
         if trial is not None and self.spec.pruner != "none":
             for report in step.epochs:

@@ -55,6 +55,12 @@ class Slot:
     started: float = field(default_factory=time.monotonic)
     applied: Any = None  # the worker result last added to ``epochs``
 
+    def apply(self, epochs: list[dict[str, Any]], result: Any) -> None:
+        """Add a worker result's epochs, once per result (its handling may be retried)."""
+        if self.applied is not result:
+            self.epochs.extend(epochs)
+            self.applied = result
+
 
 class Ledger:
     """The books of one job: its studies, its MLflow runs, its counts and its results.

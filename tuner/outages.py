@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["is_database_outage", "ride_out"]
+if TYPE_CHECKING:
+    from tuner.config import Settings
+
+__all__ = ["is_database_outage", "ride_out", "riding_out"]
 
 logger = logging.getLogger("tuner.coordinator")
 
@@ -76,3 +79,13 @@ def ride_out(call: Callable[[], T], *, url: str, budget_s: float, what: str) -> 
                     continue
                 logger.info("%s: the database answers again; going on", what)
                 break
+
+
+def riding_out(settings: Settings, *, what: str) -> Callable[[Callable[[], T]], T]:
+    """:func:`ride_out` on ``settings``' database and ``TUNER_DB_RETRY_S``."""
+
+    def ride(call: Callable[[], T]) -> T:
+        return ride_out(call, url=settings.database_url, budget_s=settings.db_retry_s,
+                        what=what)
+
+    return ride
