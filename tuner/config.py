@@ -10,18 +10,24 @@
 | ``TUNER_DEBUG``         | unset: one-line errors; ``1`` shows tracebacks                |
 | ``TUNER_URL``           | unset: the local store (``--server``) | ``http://host:8000``  |
 | ``TUNER_MAX_CODE_MB``   | 50: the largest code archive ``tuner submit --code`` may send      |
+| ``TUNER_DB_RETRY_S``    | 60: seconds a database outage is ridden out (retries, backoff) |
+| ``TUNER_ALLOWED_ORIGINS`` | unset: web pages of other origins may not write | ``https://ui.x`` |
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tuner.errors import TunerError
 
 __all__ = ["Settings", "get_settings"]
+
+_ORIGIN = re.compile(r"^https?://[^/\s]+/?$")
 
 
 class Settings(BaseSettings):
@@ -52,6 +58,31 @@ class Settings(BaseSettings):
         description="The largest code archive a job may ship, in MiB (Ray's own limit is "
         "500 MiB); unpacked, it may be ten times larger.",
     )
+    db_retry_s: float = Field(
+        default=60.0, ge=0, le=86_400, validation_alias=AliasChoices("TUNER_DB_RETRY_S"),
+        description="Seconds work on the jobs database is retried, with backoff, while the "
+        "database is unreachable; a longer outage fails the job.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("TUNER_ALLOWED_ORIGINS"),
+        description="Web origins (scheme://host[:port], comma-separated) whose pages may "
+        "write to the API (CORS); a write from any other Origin is refused with 403.",
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if isinstance(value, list):
+            problems = [o for o in value if not isinstance(o, str) or not _ORIGIN.match(o)]
+            if problems:
+                raise ValueError(
+                    f"TUNER_ALLOWED_ORIGINS: got {problems[0]!r}; allowed: origins such as "
+                    "https://ui.example or http://localhost:3000, comma-separated (no path)"
+                )
+            return [o.rstrip("/").lower() for o in value]
+        return value
 
     @property
     def database_url(self) -> str:
@@ -93,5 +124,9 @@ def get_settings() -> Settings:
         problems = []
         for error in e.errors():
             name = str(error["loc"][0]) if error["loc"] else "settings"
-            problems.append(f"{name}: got {error.get('input')!r}; {error['msg']}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if message.startswith(f"{name}: "):  # a validator's complete line
+                problems.append(message)
+            else:
+                problems.append(f"{name}: got {error.get('input')!r}; {message}")
         raise TunerError("; ".join(problems)) from None

@@ -21,6 +21,11 @@ A worker that dies takes its trial with it: the trial is LOST (told FAIL to Optu
 dead one, and the lost trial does not count against the budget. A coordinator that was
 killed is taken over by the next one (:mod:`tuner.recovery`).
 
+A database outage (the jobs and studies database unreachable) pauses the job: the call that
+failed is made again once the database answers, for up to ``TUNER_DB_RETRY_S`` (the workers
+keep their results meanwhile), so the job goes on with its exact budget; a longer outage fails
+the job (:mod:`tuner.outages`).
+
 A coordinator runs one job once::
 
     coordinator = Coordinator(settings, job_id, spec, tracker, on_progress=print)
@@ -34,12 +39,14 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tuner.cluster import WarmWorkers, WorkerPool, ensure_ray
 from tuner.errors import JobCancelled, JobInterrupted, TaskError
 from tuner.ledger import Ledger, Slot
 from tuner.lr_range import narrow_lr_ranges
+from tuner.outages import riding_out
 from tuner.recovery import recover
 from tuner.results import JobProgress, SearchResult, TrialOutcome
 
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
     from tuner.tracking import JobTracker
 
 __all__ = ["Coordinator"]
+
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +111,7 @@ class Coordinator:
         self.on_progress = on_progress or (lambda progress: None)
         self.should_cancel = should_cancel or (lambda: False)
         self.should_stop = should_stop or (lambda: False)
+        self._ride = riding_out(settings, what=f"job {job_id}")
         settings.ensure_home()
         spaces = {name: search_spaces.load(name, spec.space_overrides.get(name))
                   for name in spec.optimizers}
@@ -217,7 +226,7 @@ class Coordinator:
             if self.should_stop():
                 raise JobInterrupted(f"job {self.job_id} was interrupted")
             idle = self.pool.idle
-            while idle and self._dispatch(idle[-1]):
+            while idle and self._ride(partial(self._dispatch, idle[-1])) is True:
                 idle.pop()
             if not self._pending:
                 return
@@ -226,7 +235,7 @@ class Coordinator:
             for ref in done:
                 # The slot stays in flight until handled: if handling fails, the job's
                 # clean-up still ends its trial everywhere.
-                self._on_result(self._pending[ref], ref)
+                self._ride(partial(self._on_result, self._pending[ref], ref))
                 del self._pending[ref]
             # Progress after every event, and at least every 2 s: it is the job's heartbeat.
             if done or time.monotonic() - last_emit >= 2.0:
@@ -274,7 +283,7 @@ class Coordinator:
         from ray.exceptions import RayActorError, RayTaskError
 
         try:
-            step = ray.get(ref)
+            step = ray.get(ref)  # again, when handling it met a database outage
         except RayActorError as e:
             self._on_worker_death(slot, e)
             return
@@ -286,7 +295,7 @@ class Coordinator:
                 raise TaskError(str(cause)) from e
             self._end(slot, TrialOutcome.FAIL, reason=f"{type(cause).__name__}: {cause}")
             return
-        slot.epochs.extend(step.epochs)
+        slot.apply(step.epochs, ref)  # once, however often its handling is retried
         trial = slot.trial
         if trial is not None and self.spec.pruner != "none":
             for report in step.epochs:

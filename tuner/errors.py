@@ -15,8 +15,10 @@ red line and exits 1, the REST API answers with the same text.
      │    └── JobCancelled(JobStateError)      the job was cancelled while it ran
      ├── JobInterrupted(TunerError, RuntimeError)  the process running a job is stopping; the
      │                                             job goes back to the queue
-     └── TrialPruned(TunerError, RuntimeError)     raised by ``trial.report`` inside a user's
-                                                   training loop: stop training this trial
+     ├── TrialPruned(TunerError, RuntimeError)     raised by ``trial.report`` inside a user's
+     │                                             training loop: stop training this trial
+     └── DatabaseUnavailableError(TunerError, ConnectionError)  the jobs database cannot be
+                                                   reached (down, refusing connections, locked)
 """
 
 from __future__ import annotations
@@ -76,3 +78,8 @@ class TrialPruned(TunerError, RuntimeError):
     propagate (clean up in ``finally`` if you must); a loop that swallows it is stopped at
     its next ``report``.
     """
+
+
+class DatabaseUnavailableError(TunerError, ConnectionError):
+    """The jobs database cannot be reached now (server down or refusing connections, a
+    dropped connection, a lock held too long): the same work may succeed later."""

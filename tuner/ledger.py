@@ -53,6 +53,13 @@ class Slot:
     trial: optuna.trial.Trial | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    applied: Any = None  # the worker result last added to ``epochs``
+
+    def apply(self, epochs: list[dict[str, Any]], result: Any) -> None:
+        """Add a worker result's epochs, once per result (its handling may be retried)."""
+        if self.applied is not result:
+            self.epochs.extend(epochs)
+            self.applied = result
 
 
 class Ledger:
@@ -195,10 +202,12 @@ class Ledger:
         if reason:
             trial.set_user_attr("reason", reason[:500])
         penalty = self._penalty(slot) if outcome is TrialOutcome.DIVERGED else None
+        # skip_if_finished: a tell repeated after a database outage (the first one may have
+        # been written before the connection dropped) is not an error.
         if outcome is TrialOutcome.COMPLETE:
-            study.tell(trial, value)
+            study.tell(trial, value, skip_if_finished=True)
         elif outcome is TrialOutcome.PRUNED:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif penalty is not None:
             # The sampler learns that this region diverges: the trial is a result as bad as
             # the worst the study has seen (DeepOBS, Crowded Valley: a diverged run is the
@@ -210,9 +219,9 @@ class Ledger:
                             if is_finite(e["metrics"].get(self.spec.metric))}
                 for step in range(max(reported, default=0) + 1, self.spec.epochs + 1):
                     trial.report(penalty, step)
-            study.tell(trial, penalty)
+            study.tell(trial, penalty, skip_if_finished=True)
         else:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         if outcome is TrialOutcome.LOST:
             study.enqueue_trial(slot.params, user_attrs={"rerun_of": slot.number},
                                 skip_if_exists=False)

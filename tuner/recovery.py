@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from tuner.results import TrialOutcome, TrialRecord
 
 if TYPE_CHECKING:
+    from tuner.config import Settings
     from tuner.ledger import Ledger
 
-__all__ = ["RESTARTED", "recover"]
+__all__ = ["RESTARTED", "close_books", "recover"]
 
 #: Why a trial found RUNNING by a resumed job was lost.
 RESTARTED = "coordinator restarted"
@@ -95,3 +96,39 @@ def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], An
             if run.info.status == "RUNNING":
                 tracker.run_finished(key, state=outcome.mlflow_state, epochs=[], tags=tags,
                                      summary=summary)
+
+
+def close_books(settings: Settings, job_id: int, *, job_name: str, optimizers: list[str],
+                reason: str) -> tuple[int, int]:
+    """End what a job that ended without its coordinator's clean-up left open (the database
+    was away when it failed, or no thread ran it any more): its RUNNING and WAITING Optuna
+    trials become FAIL (``tuner_state`` FAIL, ``reason``), its RUNNING MLflow runs FAILED.
+    Nothing of the job stays RUNNING. Returns (trials, runs) ended.
+    """
+    from optuna.trial import TrialState
+
+    from tuner.spec import study_name
+    from tuner.studies import open_storage
+    from tuner.tracking import JobTracker, close_running
+
+    storage = open_storage(settings.database_url)
+    trials = 0
+    for name in optimizers:
+        try:
+            study_id = storage.get_study_id_from_name(study_name(job_id, name))
+        except KeyError:
+            continue  # never started
+        for frozen in storage.get_all_trials(study_id, deepcopy=False,
+                                             states=(TrialState.RUNNING, TrialState.WAITING)):
+            storage.set_trial_user_attr(frozen._trial_id, "tuner_state",
+                                        TrialOutcome.FAIL.value)
+            storage.set_trial_user_attr(frozen._trial_id, "reason", reason[:500])
+            storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+            trials += 1
+    tracker = JobTracker(settings.tracking_uri, settings.artifact_root, job_id=job_id,
+                         job_name=job_name)
+    try:
+        runs = close_running(tracker, reason=reason)
+    finally:
+        tracker.close()
+    return trials, runs

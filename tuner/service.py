@@ -12,6 +12,12 @@ free (every 0.5 s, or at once when the API stores a job) and runs it with
 - **Stop** (SIGINT/SIGTERM): no new job is claimed; running jobs are interrupted at their
   next check (their running trials end as FAIL "interrupted" and are enqueued again), go back
   to ``queued``, and Ray is shut down. The next server start resumes them.
+- **Errors**: the loop survives any error: one of a job (that job fails, the loop goes on)
+  or of the database (it retries with backoff). A job whose end could not be written because
+  the database was away is settled when it answers again (``failed``, or ``cancelled`` if a
+  cancel was asked); a ``running`` job of this server that no thread runs any more is ended
+  the same way, so a cancel is always honoured. :meth:`Service.describe` says what is wrong
+  (``/healthz`` answers 503 then): a dead or stuck loop, Ray unreachable, the database away.
 
 Example::
 
@@ -26,11 +32,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from tuner.cluster import WarmWorkers
 from tuner.config import Settings
-from tuner.errors import TaskError, TunerError
+from tuner.errors import DatabaseUnavailableError, TaskError, TunerError
+from tuner.job_ends import JobEnds
 
 __all__ = [
     "MODULE_PATH_MESSAGE",
@@ -43,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 #: How often the loop looks for queued jobs, and a running job for its cancel flag.
 POLL_S = 0.5
+#: A loop that has not come round for this long is stuck (a call that does not return).
+STUCK_AFTER_S = 60.0
+#: The longest wait between two rounds of the loop while the database is away.
+MAX_BACKOFF_S = 8.0
 
 MODULE_PATH_MESSAGE = (
     "task: module paths are not accepted by the API; use a built-in or installed task "
@@ -96,6 +108,89 @@ def requeue_orphans(url: str, *, message: str) -> list[int]:
     return requeued
 
 
+def room_for(spec: dict[str, Any], *, total: dict[str, float],
+             free: dict[str, float]) -> tuple[bool, str | None]:
+    """Whether ``free`` Ray resources hold all the workers of the job ``spec`` now; when
+    not, what it needs and what is free. A job that can never fit in ``total`` is let
+    through (its coordinator fails it saying why)."""
+    from tuner.cluster import workers_that_fit
+
+    resources = spec.get("resources") or {}
+    cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
+        resources.get("gpus_per_trial", 0))
+    fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
+    if fits < 1:
+        return True, None
+    trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
+    workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
+    ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
+        gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
+    if ok:
+        return True, None
+    return False, (f"it needs {workers * cpu:g} CPU and {workers * gpu:g} GPU for {workers} "
+                   f"workers; free: {free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU")
+
+
+class LoopHealth:
+    """How the service's loop is doing: when it last came round, what its last round met."""
+
+    def __init__(self) -> None:
+        self.beat = time.monotonic()  # when the loop last came round
+        self.loop_error: str | None = None  # the last round failed with this
+        self.database_error: str | None = None  # the database was away in the last round
+
+    def failed(self, error: Exception) -> None:
+        if isinstance(error, DatabaseUnavailableError):  # away: the loop retries, backing off
+            if self.database_error is None:
+                logger.warning("coordinator loop: %s; retrying", error)
+            self.database_error = str(error)
+            return
+        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        if message != self.loop_error:
+            logger.error("coordinator loop: %s; going on", message, exc_info=error)
+        self.loop_error = message
+
+    def ok(self) -> None:
+        if self.database_error or self.loop_error:
+            logger.info("coordinator loop: working again")
+        self.database_error = self.loop_error = None
+
+    def describe(self, thread: threading.Thread | None, *, stopping: bool, ray: str,
+                 ray_address: str | None) -> dict[str, Any]:
+        """The loop's part of ``/healthz``: its state, whether it stops, the problems."""
+        started, alive = thread is not None, thread is not None and thread.is_alive()
+        stuck = time.monotonic() - self.beat > STUCK_AFTER_S
+        return {
+            "loop": "stopped" if started and not alive else "stuck" if stuck else "running",
+            "stopping": stopping,
+            "problems": self.problems(started=started, alive=alive, stopping=stopping,
+                                      ray=ray, ray_address=ray_address),
+        }
+
+    def problems(self, *, started: bool, alive: bool, stopping: bool, ray: str,
+                 ray_address: str | None) -> list[str]:
+        """Why the service cannot work now (``/healthz`` answers 503 when there are any)."""
+        problems = []
+        quiet_s = time.monotonic() - self.beat
+        if started and not alive and not stopping:
+            problems.append("the coordinator loop has stopped"
+                            + (f": {self.loop_error}" if self.loop_error else ""))
+        elif alive and quiet_s > STUCK_AFTER_S and not stopping:
+            problems.append(f"the coordinator loop has not come round for {quiet_s:.0f} s")
+        elif self.loop_error:
+            problems.append(f"the coordinator loop failed: {self.loop_error}")
+        if ray.startswith("error: "):
+            problems.append(f"Ray: {ray.removeprefix('error: ')}")
+        elif ray != "up" and not stopping:
+            problems.append(f"Ray is not up yet (joining RAY_ADDRESS={ray_address})"
+                            if ray_address else "Ray is not up yet (starting a local Ray)")
+        if self.database_error:
+            problems.append(self.database_error)
+        if stopping:
+            problems.append("the server is stopping")
+        return problems
+
+
 class Service:
     """Runs queued jobs in the background of ``tuner serve``.
 
@@ -129,6 +224,9 @@ class Service:
         # The last job's idle workers, for the next job on the same task and resources.
         self.warm = WarmWorkers()
         self.requeued: list[int] = []
+        self.health = LoopHealth()
+        # Ends of jobs the database did not hear of (it was away), and orphans.
+        self.ends = JobEnds(settings, stopping=self._stopping.is_set)
 
     # -- life ------------------------------------------------------------------------------
 
@@ -170,7 +268,9 @@ class Service:
         self._stopping.set()
         self._wake.set()
         if self._loop_thread is not None:
-            self._loop_done.wait(timeout=timeout)
+            # A loop still starting (or joining an unreachable) Ray is inside ray.init, which
+            # does not return for tens of seconds: nothing of it needs stopping.
+            self._loop_done.wait(timeout=timeout if self._ray_started else 1.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -203,16 +303,16 @@ class Service:
                 self._loop_thread.join(timeout=5)
 
     def describe(self) -> dict[str, Any]:
-        """What ``/healthz`` shows: the slots, the jobs running here, Ray."""
+        """What ``/healthz`` shows: the slots, the jobs running here, Ray, the loop, and
+        ``problems`` (empty when the service can work; ``/healthz`` is 503 otherwise)."""
         with self._lock:
             running = sorted(i for i, t in self._threads.items() if t.is_alive())
-        return {
-            "max_jobs": self.max_jobs,
-            "running": running,
-            "ray": "error: " + self.ray_error if self.ray_error
-            else ("up" if self._ray_started else "starting"),
-            "stopping": self._stopping.is_set(),
-        }
+        ray = ("error: " + self.ray_error if self.ray_error
+               else "up" if self._ray_started else "starting")
+        return {"max_jobs": self.max_jobs, "running": running,
+                "unsettled": self.ends.unsettled(), "ray": ray,
+                **self.health.describe(self._loop_thread, stopping=self._stopping.is_set(),
+                                       ray=ray, ray_address=self.settings.ray_address)}
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -220,15 +320,23 @@ class Service:
         try:
             if not self._start_ray():
                 return
+            wait = self.poll_s
             while not self._stopping.is_set():
+                self.health.beat = time.monotonic()
                 try:
-                    while self._free_slots() > 0 and not self._stopping.is_set():
-                        if not self._start_next():
-                            break
-                except TunerError as e:  # the database is away: try again later
-                    logger.warning("coordinator loop: %s", e)
-                self._wake.wait(self.poll_s)
+                    self._round()
+                except Exception as e:  # noqa: BLE001 - the loop must outlive any error
+                    self.health.failed(e)  # logged there
+                    wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
+                else:
+                    self.health.ok()
+                    wait = self.poll_s
+                self._wake.wait(wait)
                 self._wake.clear()
+        except BaseException as e:
+            self.health.loop_error = f"{type(e).__name__}: {e}"
+            logger.exception("coordinator loop stopped")
+            raise
         finally:
             self._loop_done.set()
             # The local Ray's daemons die with the *thread* that started them (Ray sets
@@ -237,11 +345,22 @@ class Service:
             if self._ray_started:
                 self._ray_released.wait()
 
+    def _round(self) -> None:
+        """One round of the loop: settle ended jobs, end orphans, start queued jobs."""
+        self.ends.settle_pending()
+        with self._lock:
+            ours = set(self._threads)
+        self.ends.end_orphans(ours)
+        while self._free_slots() > 0 and not self._stopping.is_set():
+            if not self._start_next():
+                break
+
     def _start_ray(self) -> bool:
         from tuner.cluster import ensure_ray
 
         delay = 1.0
         while not self._stopping.is_set():
+            self.health.beat = time.monotonic()
             try:
                 ensure_ray(self.settings.ray_address)
             except Exception as e:  # noqa: BLE001 - any failure: report it and retry
@@ -273,30 +392,17 @@ class Service:
         """
         import ray
 
-        from tuner.cluster import workers_that_fit
-
         with self._lock:
             if self._starting:
                 return False
         if time.monotonic() - self._started_at < 1.0:
             return False  # Ray's view of free resources lags behind placements
-        resources = spec.get("resources") or {}
-        cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
-            resources.get("gpus_per_trial", 0))
-        total, free = ray.cluster_resources(), dict(ray.available_resources())
+        free = dict(ray.available_resources())
         for name, held in self.warm.held().items():  # kept workers give way to a new job
             free[name] = free.get(name, 0.0) + held
-        fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
-        if fits < 1:
-            return True
-        trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
-        workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
-        ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
-            gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
-        if not ok and not self._waiting_logged:
-            logger.info("next job waits for Ray resources: it needs %g CPU and %g GPU for "
-                        "%d workers; free: %g CPU, %g GPU", workers * cpu, workers * gpu,
-                        workers, free.get("CPU", 0.0), free.get("GPU", 0.0))
+        ok, waiting = room_for(spec, total=ray.cluster_resources(), free=free)
+        if waiting and not self._waiting_logged:
+            logger.info("next job waits for Ray resources: %s", waiting)
             self._waiting_logged = True
         return ok
 
@@ -317,7 +423,10 @@ class Service:
             if started:
                 oldest = oldest.where(store.Job.id.not_in(started))
             candidate = session.execute(oldest).first()
-            if candidate is None or not self._fits(dict(candidate.spec)):
+            if candidate is None:
+                return False
+            if not self.ends.fail_on_error(candidate.id, "cannot be scheduled",
+                                           partial(self._fits, dict(candidate.spec))):
                 return False
             self._waiting_logged = False
             # The job that was checked, and only if it is still queued.
@@ -364,13 +473,15 @@ class Service:
                     should_stop=self._stopping.is_set)
         except JobInterrupted:
             logger.info("job %s: interrupted by the server's stop; requeued", job_id)
-        except JobCancelled:
+        except JobCancelled as e:
             logger.info("job %s: cancelled after %.0f s", job_id, time.monotonic() - started)
+            self.ends.settle(job_id, store.JobState.CANCELLED, message=str(e))
         except JobStateError as e:
             logger.info("job %s: not run: %s", job_id, e)  # cancelled before it started
         except BaseException as e:  # noqa: BLE001 - run_job recorded it; keep the server up
             logger.error("job %s: failed after %.0f s: %s: %s", job_id,
                          time.monotonic() - started, type(e).__name__, e)
+            self.ends.settle(job_id, store.JobState.FAILED, error=f"{type(e).__name__}: {e}")
         else:
             logger.info("job %s: succeeded in %.0f s", job_id, time.monotonic() - started)
         finally:

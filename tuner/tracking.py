@@ -20,8 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LEADERBOARD_VIEW", "JobTracker", "experiment_link", "has_leaderboard_view",
-           "leaderboard_view_state", "run_name", "ui_base"]
+__all__ = ["LEADERBOARD_VIEW", "JobTracker", "close_running", "experiment_link",
+           "has_leaderboard_view", "leaderboard_view_state", "run_name", "ui_base"]
 
 logger = logging.getLogger(__name__)
 
@@ -432,6 +432,28 @@ class JobTracker:
             metric_list, param_list, tag_list = (
                 metric_list[_BATCH_LIMIT:], param_list[100:], tag_list[100:]
             )
+
+
+def close_running(tracker: JobTracker, *, reason: str, status: str = "FAILED") -> int:
+    """End every run of ``tracker``'s job left RUNNING (its coordinator could not: the
+    database or MLflow was away when the job failed) as ``status``; trial and final runs get
+    ``tuner.state`` FAIL and ``tuner.reason``. How many were ended."""
+    client = tracker.client
+    experiment = client.get_experiment_by_name(tracker.experiment_name)
+    if experiment is None:
+        return 0
+    tracker.experiment_id, tracker.resumed = experiment.experiment_id, True
+    ended = 0
+    for level in ("trial", "final", "optimizer", "job"):
+        for run in tracker.runs(level):
+            if run.info.status != "RUNNING":
+                continue
+            if level in ("trial", "final"):
+                client.set_tag(run.info.run_id, "tuner.state", "FAIL")
+                client.set_tag(run.info.run_id, "tuner.reason", reason[:500])
+            client.set_terminated(run.info.run_id, status=status)
+            ended += 1
+    return ended
 
 
 def _finite(value: float) -> float:

@@ -56,9 +56,11 @@ def test_without_a_token_writes_come_from_loopback_only(
 
     monkeypatch.delenv("TUNER_API_TOKEN", raising=False)
     job = {"task": "digits-logreg", "optimizers": ["adam"]}
-    with TestClient(create_app(get_settings())) as local:
+    # Without a token the server answers to a loopback Host only (see test_api_guard.py).
+    with TestClient(create_app(get_settings()), base_url="http://127.0.0.1:8000") as local:
         assert local.post("/v1/jobs", json=job).status_code == 201
-    with TestClient(create_app(get_settings()), client=("203.0.113.9", 5000)) as remote:
+    with TestClient(create_app(get_settings()), client=("203.0.113.9", 5000),
+                    base_url="http://127.0.0.1:8000") as remote:
         response = remote.post("/v1/jobs", json=job)
         assert response.status_code == 401
         assert response.json()["detail"] == (

@@ -148,7 +148,8 @@ def test_a_large_body_gets_413(client: TestClient) -> None:
         for _ in range(20):
             yield b" " * 65536
 
-    response = client.post("/v1/jobs", content=chunks(), headers=AUTH)
+    response = client.post("/v1/jobs", content=chunks(),
+                           headers=AUTH | {"Content-Type": "application/json"})
     assert response.status_code == 413
 
 

@@ -3,9 +3,13 @@
 Errors answer with the CLI's texts:
 
 - 401 ``{"detail": "..."}`` with ``WWW-Authenticate: Bearer``: a write without the right token;
+- 403 ``{"detail": "Origin: got 'http://evil.example'; ..."}``: a write from a web page of a
+  foreign origin, or (without a token) a ``Host`` that is not this server's (see
+  :mod:`tuner.api._guard`);
 - 404 ``{"detail": "no job 7 in this store (see tuner jobs)"}``;
 - 409 ``{"detail": "job 7 is running; only a succeeded job has an export"}``;
 - 413 ``{"detail": "request body too large; the limit is 1048576 bytes"}``;
+- 415 ``{"detail": "Content-Type: got 'text/plain'; allowed: application/json"}``;
 - 422 ``{"detail": [{"loc": ["body", "optimizers", 0], "msg": "optimizers[0]: unknown
   optimizer 'nosuchopt'; available: ... (see tuner spaces)", "type": "value_error"}, ...]}``:
   one item per bad field (FastAPI's own shape); ``msg`` is the CLI's line, field first;
@@ -21,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
@@ -38,13 +43,14 @@ MAX_BODY_BYTES = 1024 * 1024
 _FIELD = re.compile(r"^[A-Za-z_][\w.\[\]-]*$")
 
 
-def problem_items(problems: list[str]) -> list[dict[str, Any]]:
+def problem_items(problems: list[str], *, where: str = "body") -> list[dict[str, Any]]:
     """422 items from the spec's problem lines: ``"optimizers[0]: ..."`` -> loc
-    ``["body", "optimizers", 0]``; the line itself is the ``msg``."""
+    ``["body", "optimizers", 0]``; the line itself is the ``msg``. ``where`` is the part of
+    the request: ``body``, ``query`` or ``path``."""
     items = []
     for line in problems:
         head, sep, _ = line.partition(": ")
-        loc: list[str | int] = ["body"]
+        loc: list[str | int] = [where]
         if sep and _FIELD.match(head):
             for part in re.split(r"[.\[\]]+", head):
                 if part:
@@ -59,6 +65,7 @@ def create_app(
     service: Service | None = None,
     on_submit: Callable[[], None] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    bind_host: str | None = None,
 ) -> FastAPI:
     """The REST API on ``settings``' jobs database (default: from the environment).
 
@@ -69,6 +76,8 @@ def create_app(
             shuts down. Tests leave it out: jobs stay queued.
         on_submit: Called after a job is stored (default: ``service.wake``).
         max_body_bytes: Larger request bodies get 413.
+        bind_host: The address ``tuner serve`` binds; without a token, requests must name
+            it (or a loopback address) as their ``Host``.
     """
     from tuner.api.routes import catalog, code, health, jobs, report
 
@@ -110,6 +119,10 @@ def create_app(
     app.include_router(catalog.router)
     app.include_router(health.router)
     _add_error_handlers(app)
+    from tuner.api._guard import RequestGuard
+
+    app.add_middleware(RequestGuard, allowed_origins=settings.allowed_origins,
+                       token_set=bool(settings.api_token), bind_host=bind_host)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -126,7 +139,28 @@ def _version() -> str:
 def _add_error_handlers(app: FastAPI) -> None:
     def spec_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SpecError)
-        return JSONResponse({"detail": problem_items(exc.problems)}, status_code=422)
+        where = exc.source if exc.source in ("query", "path") else "body"
+        return JSONResponse({"detail": problem_items(exc.problems, where=where)},
+                            status_code=422)
+
+    def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own checks (path and query parameters) in our shape: `msg` is one line
+        # naming the parameter and the value it got, like the spec's.
+        assert isinstance(exc, RequestValidationError)
+        items = []
+        for error in exc.errors():
+            loc = list(error.get("loc", ()))
+            name = ".".join(str(part) for part in loc[1:]) or str(loc[0] if loc else "request")
+            msg = str(error.get("msg", ""))
+            msg = msg[:1].lower() + msg[1:]
+            if error.get("type") == "missing":
+                line = f"{name}: required field is missing"
+            elif "input" in error and not isinstance(error["input"], dict | list):
+                line = f"{name}: got {_clip(error['input'])!r}; {msg}"
+            else:
+                line = f"{name}: {msg}"
+            items.append({"loc": loc, "msg": line, "type": error.get("type", "value_error")})
+        return JSONResponse({"detail": items}, status_code=422)
 
     def not_found(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -139,10 +173,40 @@ def _add_error_handlers(app: FastAPI) -> None:
         # lock timeout): the request may succeed later.
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(JobNotFoundError, not_found)
     app.add_exception_handler(JobStateError, conflict)
     app.add_exception_handler(TunerError, unavailable)
+
+
+def _list_valid_names(job_schema: dict[str, Any]) -> None:
+    """Name what the API accepts in the job document's schema: the tasks (built-in and
+    installed) and the optimizers (the search spaces) as enums, the metrics as examples. The
+    lists are those of this server when the document is first asked for."""
+    import search_spaces
+    from tuner.task import available_tasks, reported_metrics
+
+    props = job_schema.get("properties", {})
+    tasks = available_tasks()
+    if "task" in props:
+        props["task"]["enum"] = [info.name for info in tasks]
+        props["task"]["description"] = "A built-in or installed task (GET /v1/tasks)."
+    items = props.get("optimizers", {}).get("items")
+    if isinstance(items, dict):
+        items["enum"] = search_spaces.available()
+        props["optimizers"]["description"] = "Search spaces to compare (GET /v1/search-spaces)."
+    if "metric" in props:
+        metrics = sorted({m for info in tasks for m in reported_metrics(info.metrics)})
+        props["metric"]["examples"] = metrics
+        props["metric"]["description"] = "A metric the task reports (GET /v1/tasks)."
+
+
+def _clip(value: Any, limit: int = 80) -> Any:
+    """A value as an error message quotes it: long text cut to ``limit`` characters."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "..."
+    return value
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -156,6 +220,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         description=app.description, routes=app.routes,
     )
     job_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    _list_valid_names(job_schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(job_schema.pop("$defs", {}))
     components["JobSpec"] = job_schema

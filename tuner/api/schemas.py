@@ -123,10 +123,15 @@ class TaskOut(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness and readiness: the jobs database answers."""
+    """Liveness and readiness: the jobs database answers and the coordinator works."""
 
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"]
     version: str
+    problems: list[str] = Field(
+        default_factory=list,
+        description="Why the service cannot work now (empty when status is ok): the jobs "
+        "database away, Ray unreachable or starting, the coordinator loop stopped or stuck.",
+    )
     coordinator: dict[str, Any] | None = Field(
         default=None, description="The coordinator loop of `tuner serve`, when it runs here."
     )

@@ -14,9 +14,10 @@ import typer
 from rich.markup import escape
 
 from tuner.cli._display import err_console
+from tuner.cli._text import printable
 from tuner.errors import TunerError
 
-__all__ = ["ServerOption", "app", "friendly"]
+__all__ = ["JobIdArgument", "ServerOption", "app", "friendly"]
 
 app = typer.Typer(
     name="tuner",
@@ -35,6 +36,11 @@ ServerOption = Annotated[
                  help="The tuner server, e.g. http://127.0.0.1:8000 (default: the local store)."),
 ]
 
+#: A job id on the command line: a whole number the jobs table can hold (anything else is a
+#: usage error naming the argument, before any database is opened).
+JobIdArgument = Annotated[int, typer.Argument(
+    min=1, max=2**31 - 1, help="The job's id (see tuner jobs).", show_default=False)]
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,9 +55,19 @@ def friendly(fn: F) -> F:
         except TunerError as e:
             if _state["debug"]:
                 raise
-            # The message quotes what the user wrote: its brackets are text, not markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
-                              soft_wrap=True)
+            # The message quotes what the user wrote: its brackets are text, not markup,
+            # and its control characters are shown escaped (see tuner.cli._text).
+            err_console.print(f"[bold red]error:[/] {escape(printable(e, keep_newlines=True))}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        except OSError as e:
+            if _state["debug"]:
+                raise
+            # A file the user named (-o, a job file) that cannot be written or read.
+            where = f"{e.filename}: " if e.filename else ""
+            reason = e.strerror or str(e)
+            err_console.print(f"[bold red]error:[/] {escape(printable(where + reason))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]

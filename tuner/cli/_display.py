@@ -10,12 +10,12 @@ from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from tuner.cli._text import shown
 from tuner.results import JobProgress
 
 console = Console()
@@ -305,9 +305,9 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:
             took = f"{seconds:.0f}s"
         state = job["state"]
         table.add_row(
-            str(job["id"]), escape(job["name"]), escape(job["task"]),
-            f"[{colors.get(state, 'white')}]{state}[/]",
-            ", ".join(job.get("optimizers") or []),
+            str(job["id"]), shown(job["name"]), shown(job["task"]),
+            f"[{colors.get(state, 'white')}]{shown(state)}[/]",
+            shown(", ".join(job.get("optimizers") or [])),
             (job.get("created_at") or "")[:19].replace("T", " "), took,
         )
     return table

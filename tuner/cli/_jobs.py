@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from tuner.cli._app import ServerOption, app, friendly
+from tuner.cli._app import JobIdArgument, ServerOption, app, friendly
 from tuner.cli._display import JobBars, console, err_console, fmt, jobs_table, leaderboard_table
+from tuner.cli._text import shown
 from tuner.config import Settings, get_settings
 from tuner.errors import TunerError
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file
@@ -54,9 +54,9 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     console.print(
-        f"[bold]job {job_id}[/] {spec.name}: {len(spec.optimizers)} optimizers × "
-        f"{spec.trials} trials × {spec.epochs} epochs on [bold]{spec.task}[/] "
-        f"({spec.metric}, {spec.mode}; sampler {spec.sampler}, pruner {spec.pruner})"
+        f"[bold]job {job_id}[/] {shown(spec.name)}: {len(spec.optimizers)} optimizers × "
+        f"{spec.trials} trials × {spec.epochs} epochs on [bold]{shown(spec.task)}[/] "
+        f"({shown(spec.metric)}, {spec.mode}; sampler {spec.sampler}, pruner {spec.pruner})"
     )
     try:
         with JobBars(spec.optimizers, spec.trials, spec.metric) as bars:
@@ -73,7 +73,7 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     console.print()
     console.print(leaderboard_table(
         outcome.leaderboard, metric=spec.metric, mode=spec.mode,
-        title=f"job {job_id}: {spec.name} on {spec.task} — ranked by the mean of "
+        title=f"job {job_id}: {shown(spec.name)} on {shown(spec.task)} — ranked by the mean of "
               f"{spec.final_seeds} final re-runs of each optimizer's best setting",
     ))
     best = outcome.export.get("best")
@@ -136,7 +136,8 @@ def demo(
 @app.command(rich_help_panel="Tune")
 @friendly
 def resume(
-    job_id: Annotated[int, typer.Argument(help="The job whose process died.")],
+    job_id: Annotated[int, typer.Argument(min=1, max=2**31 - 1,
+                                          help="The job whose process died.")],
     force: Annotated[bool, typer.Option(help="Do not wait for its heartbeat to go stale.")]
     = False,
 ) -> None:
@@ -226,7 +227,7 @@ def _load_job(settings: Settings, job_id: int | None) -> Any:
 @app.command(rich_help_panel="Jobs and results")
 @friendly
 def status(
-    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    job_id: JobIdArgument,
     watch: Annotated[bool, typer.Option(
         "--watch", help="Follow the job with progress bars until it ends.")] = False,
     wide: Annotated[bool, typer.Option(
@@ -252,12 +253,12 @@ def status(
             follow_job(lambda: local_job_view(job_id), job_id)
             return
         view = local_job_view(job_id)
-    console.print(f"[bold]job {view['id']}[/] {view['name']} on {view['task']}: "
-                  f"[bold]{view['state']}[/]")
+    console.print(f"[bold]job {view['id']}[/] {shown(view['name'])} on {shown(view['task'])}: "
+                  f"[bold]{shown(view['state'])}[/]")
     if view.get("cancel_requested") and view["state"] in ("queued", "running"):
         console.print("[magenta]cancel requested[/]")
     if view.get("error"):
-        console.print(f"[red]error:[/] {escape(str(view['error']))}")
+        console.print(f"[red]error:[/] {shown(view['error'])}")
     progress = (view.get("progress") or {}).get("optimizers", {})
     for name, p in progress.items():
         # Counts that are zero are left out: a line fits 80 columns.
@@ -267,7 +268,7 @@ def status(
              ("running", "running")) if p.get(key)
         ]
         console.print(
-            f"  {name:<10} {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
+            f"  {shown(name):<10} {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
             f"{' · '.join(counts)} · best {fmt(p['best'])}", highlight=False,
         )
     if view.get("leaderboard"):
@@ -282,7 +283,7 @@ def status(
 @app.command(rich_help_panel="Jobs and results")
 @friendly
 def export(
-    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    job_id: JobIdArgument,
     format: Annotated[str, typer.Option("--format", "-f",
                                         help="yaml, json or python.")] = "yaml",
     output: Annotated[Path | None, typer.Option("--output", "-o",
@@ -309,16 +310,28 @@ def export(
     if output is None:
         sys.stdout.write(text)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    console.print(f"wrote {output}")
+    _write_output(output, text)
+    console.print(f"wrote {shown(output)}")
+
+
+def _write_output(output: Path, text: str) -> None:
+    """Write ``text`` to ``output`` (its folders created), or one line saying why not."""
+    blocker = next((p for p in output.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise TunerError(f"--output: cannot write {output}: {blocker} is a file, not a folder")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    except OSError as e:
+        raise TunerError(f"--output: cannot write {output}: {e.strerror or e}") from None
 
 
 @app.command(rich_help_panel="Jobs and results")
 @friendly
 def ui(
     job_id: Annotated[
-        int | None, typer.Argument(help="The job to open (default: the latest).")
+        int | None, typer.Argument(min=1, max=2**31 - 1,
+                                   help="The job to open (default: the latest).")
     ] = None,
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tuner.cli._app import ServerOption, app, friendly
+from tuner.cli._app import JobIdArgument, ServerOption, app, friendly
 from tuner.cli._display import Fitted, console, fmt, leaderboard_table
 from tuner.config import get_settings
 from tuner.errors import JobStateError
@@ -42,7 +42,7 @@ def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Fit
 @app.command(rich_help_panel="Jobs and results")
 @friendly
 def report(
-    job_id: Annotated[int, typer.Argument(help="The job's id (see tuner jobs).")],
+    job_id: JobIdArgument,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Directory for report.html and its PNGs [default: ./report-ID].",
     )] = None,

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.cli._app import ServerOption, app, friendly
+from tuner.cli._app import JobIdArgument, ServerOption, app, friendly
 from tuner.cli._display import JobBars, console, err_console, leaderboard_table
+from tuner.cli._text import shown
 from tuner.config import get_settings
 from tuner.errors import SpecError, TunerError
 from tuner.results import JobProgress
@@ -92,7 +93,7 @@ def serve(
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     service = Service(settings, max_jobs=max_jobs)
     service.start()
-    api = create_app(settings, service=service)
+    api = create_app(settings, service=service, bind_host=host)
     from tuner.store._engine import safe_url
 
     err_console.print(
@@ -209,7 +210,7 @@ def _size(size: int) -> str:
 @app.command(rich_help_panel="Service")
 @friendly
 def cancel(
-    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    job_id: JobIdArgument,
     server: ServerOption = None,
 ) -> None:
     """Cancel a job: a queued one at once, a running one within seconds.
@@ -318,7 +319,7 @@ def _print_outcome(job: dict[str, Any]) -> None:
     if job.get("leaderboard"):
         console.print(leaderboard_table(
             job["leaderboard"], metric=spec.get("metric", ""), mode=spec.get("mode", "min"),
-            title=f"job {job['id']}: {job['name']} on {job['task']}",
+            title=f"job {job['id']}: {shown(job['name'])} on {shown(job['task'])}",
         ))
         best = job["leaderboard"][0]["optimizer"]
         seconds = job.get("seconds")

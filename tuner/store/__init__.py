@@ -11,8 +11,16 @@ Example:
 from __future__ import annotations
 
 from tuner.store._code import code_bytes, get_code, put_code
-from tuner.store._engine import get_engine, session_scope, upgrade
+from tuner.store._engine import (
+    DEFAULT_RETRY_S,
+    get_engine,
+    ping,
+    retrying,
+    session_scope,
+    upgrade,
+)
 from tuner.store._jobs import (
+    MAX_JOB_ID,
     STALE_AFTER_S,
     TRANSITIONS,
     claim_next_queued,
@@ -32,6 +40,8 @@ from tuner.store._jobs import (
 from tuner.store._models import TERMINAL_STATES, Base, CodeArchive, Job, JobEvent, JobState
 
 __all__ = [
+    "DEFAULT_RETRY_S",
+    "MAX_JOB_ID",
     "STALE_AFTER_S",
     "TERMINAL_STATES",
     "TRANSITIONS",
@@ -50,8 +60,10 @@ __all__ = [
     "job_events",
     "latest_job",
     "list_jobs",
+    "ping",
     "put_code",
     "request_cancel",
+    "retrying",
     "session_scope",
     "set_mlflow",
     "set_result",

@@ -11,25 +11,35 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from tuner.errors import TunerError
+from tuner.errors import DatabaseUnavailableError, TunerError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["MIGRATIONS_DIR", "VERSION_TABLE", "get_engine", "session_scope", "upgrade"]
+__all__ = ["DEFAULT_RETRY_S", "MIGRATIONS_DIR", "VERSION_TABLE", "get_engine", "ping",
+           "retrying", "session_scope", "upgrade"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How long work on the jobs database is retried while the database is unreachable
+#: (``TUNER_DB_RETRY_S``): DESIGN.md's "an outage of up to a minute is ridden out".
+DEFAULT_RETRY_S = 60.0
 
 #: The Alembic scripts, shipped as package data next to this package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -101,7 +111,7 @@ def _translate_connect_error(context: ExceptionContext) -> BaseException | None:
     if context.connection is not None or context.is_pre_ping or context.engine is None:
         return None
     url = safe_url(context.engine.url)
-    return TunerError(
+    return DatabaseUnavailableError(
         f"cannot connect to the jobs database {url}: {_one_line(context.original_exception)}"
     )
 
@@ -111,8 +121,9 @@ def session_scope(url: str) -> Iterator[Session]:
     """A session on ``url`` that commits when the block ends and rolls back on an error.
 
     Objects stay readable after the block (``expire_on_commit=False``). An operational
-    database error (lost server, lock timeout, full disk) becomes a one-line
-    :class:`~tuner.errors.TunerError`; other errors pass through unchanged.
+    database error (lost server, lock timeout, full disk) or a dropped connection becomes a
+    one-line :class:`~tuner.errors.DatabaseUnavailableError`; other errors pass through
+    unchanged. :func:`retrying` runs a block again while the database is away.
 
     Example:
         >>> with session_scope(url) as session:
@@ -124,14 +135,81 @@ def session_scope(url: str) -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except OperationalError as e:
-        session.rollback()
-        raise TunerError(f"jobs database {safe_url(url)}: {_one_line(e)}") from e
+    except DBAPIError as e:
+        _rollback(session)
+        if isinstance(e, OperationalError) or e.connection_invalidated:
+            raise DatabaseUnavailableError(f"jobs database {safe_url(url)}: {_one_line(e)}") from e
+        raise
     except BaseException:
-        session.rollback()
+        _rollback(session)
         raise
     finally:
+        _close(session)
+
+
+def _rollback(session: Session) -> None:
+    # Rolling back on a connection the server dropped fails too; the error that matters is
+    # the first one.
+    try:
+        session.rollback()
+    except DBAPIError:
+        pass
+
+
+def _close(session: Session) -> None:
+    try:
         session.close()
+    except DBAPIError:
+        pass
+
+
+def retrying(url: str, work: Callable[[Session], T], *, budget_s: float = DEFAULT_RETRY_S,
+             what: str = "jobs database work",
+             stop: Callable[[], bool] | None = None) -> T:
+    """``work(session)`` in a :func:`session_scope`, run again with exponential backoff
+    (0.5 s doubling to 8 s) while the database is unreachable, for up to ``budget_s``.
+
+    ``work`` must be safe to run again: a failed attempt was rolled back whole. ``stop``
+    returning ``True`` ends the waiting early (a server shutting down).
+
+    Raises:
+        DatabaseUnavailableError: the database was still away after ``budget_s``.
+
+    Example:
+        >>> retrying(url, lambda s: store.get_job(s, 7).state, what="job 7")
+        'running'
+    """
+    deadline = time.monotonic() + budget_s
+    delay = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with session_scope(url) as session:
+                result = work(session)
+            if attempt > 1:
+                logger.info("%s: the jobs database answers again (attempt %d)", what, attempt)
+            return result
+        except DatabaseUnavailableError as e:
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop()):
+                raise
+            if attempt == 1:
+                logger.warning("%s: %s; retrying for up to %.0f s", what, e, budget_s)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 8.0)
+
+
+def ping(url: str) -> None:
+    """``SELECT 1`` on ``url``: returns when the database answers.
+
+    Raises:
+        DatabaseUnavailableError: it does not.
+    """
+    from sqlalchemy import text
+
+    with session_scope(url) as session:
+        session.execute(text("SELECT 1"))
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -167,6 +245,6 @@ def upgrade(url: str) -> None:
             command.upgrade(config, "head")
     except OperationalError as e:
         message = f"cannot migrate the jobs database {safe_url(url)}: {_one_line(e)}"
-        raise TunerError(message) from e
+        raise DatabaseUnavailableError(message) from e
     with _lock:
         _upgraded.add(url)

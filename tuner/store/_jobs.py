@@ -23,6 +23,7 @@ from tuner.errors import JobNotFoundError, JobStateError
 from tuner.store._models import TERMINAL_STATES, Job, JobEvent, JobState, utcnow
 
 __all__ = [
+    "MAX_JOB_ID",
     "ORIGINS",
     "STALE_AFTER_S",
     "TRANSITIONS",
@@ -40,6 +41,9 @@ __all__ = [
     "take_over",
     "update_progress",
 ]
+
+#: Job ids are PostgreSQL ``integer``s: the largest id there can be.
+MAX_JOB_ID = 2**31 - 1
 
 #: A running job whose heartbeat (its progress, written at least every 2 s) is older than
 #: this has lost its process.
@@ -115,7 +119,10 @@ def create_job(
 
 
 def get_job(session: Session, job_id: int) -> Job:
-    """The job ``job_id``; :class:`~tuner.errors.JobNotFoundError` if there is none."""
+    """The job ``job_id``; :class:`~tuner.errors.JobNotFoundError` if there is none (an id
+    outside 1..MAX_JOB_ID never reaches the database, whose integers it would overflow)."""
+    if not 1 <= job_id <= MAX_JOB_ID:
+        raise _not_found(job_id)
     job = session.get(Job, job_id)
     if job is None:
         raise _not_found(job_id)

@@ -1,14 +1,15 @@
-"""``/healthz``: the process answers and its jobs database does."""
+"""``/healthz``: the process answers, its jobs database does, and its coordinator works."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import text
 
-from tuner.api.deps import SessionDep
-from tuner.api.schemas import ErrorOut, Health
+from tuner.api.deps import SettingsDep
+from tuner.api.schemas import Health
+from tuner.errors import TunerError
 
 __all__ = ["router"]
 
@@ -16,17 +17,32 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health,
-            responses={503: {"model": ErrorOut, "description": "The jobs database is down."}})
-def healthz(request: Request, session: SessionDep) -> dict[str, Any]:
-    """Liveness and readiness for load balancers and compose health checks: 200 when the
-    jobs database answers (503 with the reason otherwise), with the coordinator's state.
+            responses={503: {"model": Health,
+                             "description": "The service cannot work now; `problems` says why."}})
+def healthz(request: Request, response: Response, settings: SettingsDep) -> dict[str, Any]:
+    """Liveness and readiness for load balancers and compose health checks: 200 when the jobs
+    database answers and the coordinator loop of ``tuner serve`` works (Ray up, the loop
+    coming round); 503 otherwise, with every reason in ``problems``.
     """
     from importlib.metadata import version
 
-    session.execute(text("SELECT 1"))
+    from tuner import store
+
+    problems: list[str] = []
+    try:
+        with store.session_scope(settings.database_url) as session:
+            session.execute(text("SELECT 1"))
+    except TunerError as e:
+        problems.append(str(e))
     service = getattr(request.app.state, "service", None)
+    coordinator = service.describe() if service is not None else None
+    if coordinator is not None:
+        problems += [p for p in coordinator["problems"] if p not in problems]
+    if problems:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return {
-        "status": "ok",
+        "status": "unavailable" if problems else "ok",
         "version": version("tuner"),
-        "coordinator": service.describe() if service is not None else None,
+        "problems": problems,
+        "coordinator": coordinator,
     }

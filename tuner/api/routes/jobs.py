@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from tuner.api.deps import OptunaStorageDep, SessionDep, WriterDep
 from tuner.api.schemas import (
@@ -19,13 +19,23 @@ from tuner.api.schemas import (
     ValidationErrorOut,
 )
 from tuner.errors import JobStateError, SpecError
-from tuner.spec import JobSpec, study_name
+from tuner.spec import MAX_DEPTH, JobSpec, document_problems, study_name
+from tuner.store._jobs import MAX_JOB_ID as _MAX_JOB_ID
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+#: Job ids are PostgreSQL ``integer``s (SQLite's are wider): a larger id is refused with
+#: a 422 naming ``job_id``, never sent to the database.
+MAX_JOB_ID = _MAX_JOB_ID
+#: Offsets beyond this are refused (SQLite and PostgreSQL overflow on 2**63).
+MAX_OFFSET = 2**31 - 1
+
+JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="The job's id.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 
 _Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: _Responses = {
@@ -61,7 +71,15 @@ def _reject_constant(name: str) -> Any:
 
 
 async def job_document(request: Request) -> Any:
-    """The JSON body, read up to the app's size limit (413 beyond it)."""
+    """The JSON body, read up to the app's size limit (413 beyond it); 415 unless it says
+    ``Content-Type: application/json`` (the types a browser sends cross-site without asking
+    are never accepted)."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise HTTPException(
+            status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"Content-Type: got {media or 'none'!r}; allowed: application/json",
+        )
     limit: int = request.app.state.max_body_bytes
     too_large = HTTPException(
         status_code=status.HTTP_413_CONTENT_TOO_LARGE,
@@ -76,9 +94,16 @@ async def job_document(request: Request) -> Any:
         if len(body) > limit:
             raise too_large
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        document = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise SpecError([f"nested deeper than {MAX_DEPTH} levels; a job is a few levels "
+                         "deep"], source="body") from None
     except ValueError as e:
         raise SpecError([f"not valid JSON: {e}"], source="body") from None
+    problems = document_problems(document)
+    if problems:
+        raise SpecError(problems, source="body")
+    return document
 
 
 def parse_api_job(document: Any, *,
@@ -127,7 +152,9 @@ def parse_api_job(document: Any, *,
     response_model=JobDetail,
     responses={
         **_UNAUTHORIZED,
+        403: {"model": ErrorOut, "description": "A write from a foreign web origin."},
         413: {"model": ErrorOut, "description": "The body is larger than the limit (1 MiB)."},
+        415: {"model": ErrorOut, "description": "The body is not application/json."},
         422: {"model": ValidationErrorOut, "description": "Every bad field, with the CLI's text."},
     },
     openapi_extra={
@@ -180,7 +207,8 @@ def submit_job(
 def list_jobs(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Jobs to skip, newest first.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
+                                 description="Jobs to skip, newest first.")] = 0,
     state: Annotated[State | None, Query(description="Only jobs in this state.")] = None,
 ) -> dict[str, Any]:
     """List jobs, newest first: ``{items, total, limit, offset}``."""
@@ -193,7 +221,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=_NOT_FOUND)
-def get_job(job_id: int, session: SessionDep) -> dict[str, Any]:
+def get_job(job_id: JobId, session: SessionDep) -> dict[str, Any]:
     """A job: state, per-optimizer progress, spec, history, leaderboard once succeeded."""
     from tuner import store
 
@@ -209,7 +237,7 @@ def get_job(job_id: int, session: SessionDep) -> dict[str, Any]:
         409: {"model": ErrorOut, "description": "The job has already finished."},
     },
 )
-def cancel_job(_writer: WriterDep, job_id: int, session: SessionDep) -> dict[str, Any]:
+def cancel_job(_writer: WriterDep, job_id: JobId, session: SessionDep) -> dict[str, Any]:
     """Cancel a job. A queued job is ``cancelled`` at once and never runs; a running one gets
     ``cancel_requested`` and its coordinator stops it within seconds (every started trial
     ends in Optuna and MLflow, then the job is ``cancelled``). Asking twice is harmless;
@@ -225,13 +253,13 @@ def cancel_job(_writer: WriterDep, job_id: int, session: SessionDep) -> dict[str
 
 @router.get("/{job_id}/trials", response_model=TrialPage, responses=_NOT_FOUND)
 def list_trials(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     storage: OptunaStorageDep,
     optimizer: Annotated[str | None, Query(max_length=100,
                                            description="Only this optimizer's study.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """A job's trials, read from Optuna's studies ``job-<id>-<optimizer>``: by optimizer (in
     the job's order) then trial number, with state, value, parameters and user attributes.
@@ -281,7 +309,7 @@ def list_trials(
     },
 )
 def export_job(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     format: Annotated[Literal["yaml", "json"], Query(description="yaml or json.")] = "yaml",
 ) -> Response:
