@@ -184,7 +184,7 @@ class Leaderboard:
             _Column("optimizer", lambda row: str(row["optimizer"]), "left"),
             score,
             _Column("95% CI\n±", lambda row: fmt(row.get("ci95"), 2)),
-            _Column("vs #1\nWelch t", _verdict, "left"),
+            _Column("vs #1\nWelch, Holm", _verdict, "left"),
         ]
         if "best trial" not in dropped:
             columns.append(_Column("best trial" if compact is None else "best\ntrial",
