@@ -53,7 +53,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         from tuner.api import create_app
 
         api = create_app(settings)
-        with TestClient(api) as client:
+        # A loopback Host, as a server without a token requires (tuner.api._guard).
+        with TestClient(api, base_url="http://127.0.0.1:8000") as client:
             yield {"client": client, "app": api, "job_id": job_id, "queued_id": queued_id,
                    "outcome": outcome, "settings": settings, "home": home}
 
