@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench lint clean compose-test
+.PHONY: setup demo test test-all bench lint clean compose-test
 
 $(BIN)/tuner: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ demo: setup
 	$(BIN)/tuner demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=25
+
+test-all: setup
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: setup
 	$(BIN)/python benchmarks/bench_overhead.py
