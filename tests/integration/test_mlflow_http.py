@@ -242,7 +242,6 @@ def test_the_leaderboard_link_opens_on_the_job_and_its_optimizers_in_rank_order(
 OPTIMIZERS = ["gd", "sgd", "minibatch", "momentum", "nag", "rmsprop", "adam"]
 
 
-@pytest.mark.slow  # 1,008 runs through a tracking server over HTTP
 def test_a_job_with_a_thousand_runs_opens_on_its_leaderboard_too(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:

@@ -55,7 +55,6 @@ def _running_trials(db_url: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.slow  # 300 CNN epochs; test_service_restart kills and resumes jobs in CI
 def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "TUNER_HOME": str(home), "COLUMNS": "120"}

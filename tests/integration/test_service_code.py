@@ -329,7 +329,6 @@ def test_a_module_that_breaks_on_the_workers_fails_the_job_with_their_message(
     assert small_server.process.pid not in pids(marker)
 
 
-@pytest.mark.slow  # Ray builds a virtualenv for the requirements: about 100 s the first time
 def test_requirements_are_installed_for_the_workers(small_server: Server,
                                                     tmp_path: Path) -> None:
     """`termcolor` is not in tuner's environment: pip installs it into the job's virtualenv

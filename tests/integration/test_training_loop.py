@@ -122,7 +122,6 @@ def test_a_loop_that_does_not_report_the_jobs_metric_fails_the_job() -> None:
                    for t in study.get_trials(deepcopy=False))
 
 
-@pytest.mark.slow  # a minute each on 2 cores; the tasks themselves are unit-tested
 @pytest.mark.parametrize(
     ("task", "metric", "mode"),
     [("cartpole-reinforce", "val_return", "max"),
