@@ -15,12 +15,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.config import Settings
 from tuner.errors import JobCancelled, JobInterrupted
 from tuner.export import build_export, render_export
+from tuner.outages import riding_out
 from tuner.results import JobOutcome, JobProgress, SearchResult
 from tuner.spec import JobSpec
 from tuner.statistics import leaderboard
@@ -190,10 +192,12 @@ def run_job(
         end(store.JobState.FAILED, "FAILED",
             error=f"recording the results failed: {type(e).__name__}: {e}")
         raise
-    # The jobs table holds the result; MLflow gets its copy, and an MLflow outage now
-    # never turns a finished job into a failed one.
+    # The jobs table holds the result; MLflow gets its copy (an MLflow outage now never
+    # turns a finished job into a failed one) before the table says "succeeded", so whoever
+    # sees a succeeded job finds every one of its MLflow runs ended.
     _best_effort(lambda: _log_to_mlflow(tracker, spec, result), job_id)
     tracker.close()
+    riding_out(settings, what=f"job {job_id}")(partial(_succeeded, url, job_id))
     return outcome
 
 
@@ -270,8 +274,14 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
         store.set_mlflow(session, job_id, experiment_id=outcome.experiment_id,
                          run_id=outcome.job_run_id)
         store.update_progress(session, job_id, outcome.progress.to_dict())
-        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
     return result
+
+
+def _succeeded(url: str, job_id: int) -> None:
+    from tuner import store
+
+    with store.session_scope(url) as session:
+        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
 
 
 def _log_to_mlflow(tracker: Any, spec: JobSpec, result: dict[str, Any]) -> None:

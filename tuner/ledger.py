@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tuner.outages import is_database_outage
 from tuner.results import (
     FinalRun,
     JobProgress,
@@ -34,7 +35,10 @@ if TYPE_CHECKING:
     from tuner.tracking import JobTracker
     from workers.actor import WorkerInfo
 
-__all__ = ["Ledger", "Slot"]
+__all__ = ["ASK_INTERRUPTED", "Ledger", "Slot"]
+
+#: Why a trial whose ``study.ask`` met a database outage was lost (it is run again).
+ASK_INTERRUPTED = "the database went away while the trial was asked"
 
 
 @dataclass(eq=False)  # hashed by identity: a slot is in flight until it is handled
@@ -88,38 +92,82 @@ class Ledger:
         }
         self.results = {name: OptimizerResult(name=name, space=spaces[name])
                         for name in spec.optimizers}
+        self._in_flight: dict[str, set[int]] = {name: set() for name in spec.optimizers}
+        self._interrupted_asks: set[str] = set()  # studies whose last ask met an outage
 
     # -- beginning -------------------------------------------------------------------------
 
     def begin_trial(self, name: str, worker: Any) -> Slot:
-        """Ask optimizer ``name``'s study for its next trial and open its MLflow run."""
+        """Ask optimizer ``name``'s study for its next trial and open its MLflow run.
+
+        ``study.ask`` writes a trial in several steps (create it RUNNING, then each
+        parameter); a database outage between them leaves a RUNNING trial nobody runs. The
+        call is repeated once the database is back (:func:`tuner.outages.ride_out`), and
+        that repetition first ends such a trial as lost (:data:`ASK_INTERRUPTED`): told FAIL,
+        counted, recorded in MLflow and enqueued to run again, as a resumed job does with a
+        trial its killed coordinator was asking.
+        """
         import optuna
 
-        from tuner.tracking import run_name
-
         study, space = self.studies[name], self.spaces[name]
-        trial = study.ask(space.distributions())
+        self._end_interrupted_asks(name)
+        trial: optuna.trial.Trial | None = None
         try:
+            trial = study.ask(space.distributions())
             params = dict(trial.params)
             seed = self.spec.seed + trial.number
             hyper = space.hyperparameters(params, train_size=self.train_size)
             config = space.optimizer_config(params, train_size=self.train_size,
                                             epochs=self.spec.epochs).to_dict()
             trial.set_user_attr("seed", seed)
-        except BaseException:
-            # Nothing has started: the trial must not stay RUNNING in Optuna.
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except BaseException as e:
+            if is_database_outage(e):
+                self._interrupted_asks.add(name)
+            elif trial is not None:
+                # Nothing has started: the trial must not stay RUNNING in Optuna.
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
+        return self._open_trial(name, trial, seed=seed, params=params, hyper=hyper,
+                                config=config, worker=worker)
+
+    def _open_trial(self, name: str, trial: optuna.trial.Trial, *, seed: int,
+                    params: dict[str, Any], hyper: dict[str, Any], config: dict[str, Any],
+                    worker: Any) -> Slot:
+        """A trial asked of optimizer ``name``'s study is in flight: counted, in MLflow."""
+        from tuner.tracking import run_name
+
         slot = Slot(key=f"{name}/trial/{trial.number}", optimizer=name, kind="trial",
                     number=trial.number, seed=seed, config=config, params=params,
                     worker=worker, hyper=hyper, trial=trial)
         self.progress.optimizers[name].running += 1
+        self._in_flight[name].add(trial.number)
         self.tracker.run_started(
             slot.key, optimizer=name, level="trial", number=trial.number,
             name=run_name(name, trial.number, hyper), params=hyper,
-            tags={"tuner.seed": str(seed), "tuner.optuna_study": study.study_name},
+            tags={"tuner.seed": str(seed), "tuner.optuna_study": trial.study.study_name},
         )
         return slot
+
+    def _end_interrupted_asks(self, name: str) -> None:
+        """End as lost the trials an ask of ``name``'s study that met a database outage
+        left RUNNING (none when the outage came before Optuna wrote the trial)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        if name not in self._interrupted_asks:
+            return
+        study, space = self.studies[name], self.spaces[name]
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in self._in_flight[name]:
+                continue
+            params = dict(frozen.params)
+            hyper = (space.hyperparameters(params, train_size=self.train_size)
+                     if set(params) == set(space.distributions()) else params)
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            slot = self._open_trial(name, trial, seed=self.spec.seed + frozen.number,
+                                    params=params, hyper=hyper, config={}, worker=None)
+            self.end(slot, TrialOutcome.LOST, reason=ASK_INTERRUPTED)
+        self._interrupted_asks.discard(name)
 
     def begin_final(self, name: str, seed: int, worker: Any) -> Slot:
         """Open the MLflow run of one final re-run of optimizer ``name``'s best setting."""
@@ -161,6 +209,7 @@ class Ledger:
         if slot.kind == "trial":
             self._tell(slot, outcome, value, reason)
             progress.running -= 1
+            self._in_flight[slot.optimizer].discard(slot.number)
             progress.count(outcome, number=slot.number, value=value, mode=self.spec.mode)
             if outcome is TrialOutcome.COMPLETE and progress.best_trial == slot.number:
                 self.results[slot.optimizer].best_epochs = slot.epochs
@@ -249,6 +298,7 @@ class Ledger:
         from optuna.trial import TrialState
 
         study = self.studies[name]
+        self._end_interrupted_asks(name)
         for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             self.end(self.begin_trial(name, worker=None), TrialOutcome.FAIL, reason=reason)
 
