@@ -16,14 +16,18 @@
 #                      where that wheel is: --extra-index-url https://download.pytorch.org/whl/cpu
 #                      or --find-links DIR)
 #   PIP_OPTIONS        extra pip options for every install (--cert, --find-links, an index)
+#   EXTRAS             the package's optional extras to install, comma-separated (default
+#                      "rl": gymnasium, for the cartpole-reinforce task; "" for none)
 
 ARG BASE_IMAGE=python:3.11-slim
 
-# The runtime dependencies, read from pyproject.toml's [project] table: the slow layer below
-# (torch, Ray, MLflow) is rebuilt only when they change, not on every edit of pyproject.toml.
+# The runtime dependencies, read from pyproject.toml's [project] table and the EXTRAS: the slow
+# layer below (torch, Ray, MLflow) is rebuilt only when they change, not on every edit of
+# pyproject.toml.
 FROM ${BASE_IMAGE} AS requirements
+ARG EXTRAS=rl
 COPY pyproject.toml /pyproject.toml
-RUN python3 -c "import tomllib; deps = tomllib.load(open('/pyproject.toml', 'rb'))['project']['dependencies']; open('/requirements.txt', 'w').write(chr(10).join(deps) + chr(10))"
+RUN EXTRAS="$EXTRAS" python3 -c "import os, tomllib; p = tomllib.load(open('/pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + [d for e in filter(None, os.environ['EXTRAS'].split(',')) for d in p['optional-dependencies'][e.strip()]]; open('/requirements.txt', 'w').write(chr(10).join(deps) + chr(10))"
 
 # The image: one stage, the virtual environment built where it runs (a second stage would copy
 # its 2 GB once more on every rebuild). Layers from the slowest-changing to the fastest.

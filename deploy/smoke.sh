@@ -161,6 +161,10 @@ else
 fi
 "${build[@]}" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; die "podman build of the tuner image failed"; }
 echo "tuner:$IMAGE_TAG $(podman image inspect "tuner:$IMAGE_TAG" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+# The image's extras (EXTRAS=rl): the cartpole-reinforce task steps gymnasium's CartPole.
+podman run --rm --entrypoint python "tuner:$IMAGE_TAG" -c \
+  "import gymnasium; gymnasium.make('CartPole-v1').reset(seed=0); print('gymnasium', gymnasium.__version__)" \
+  || die "the image cannot run the cartpole-reinforce task (gymnasium, the rl extra)"
 
 # ---- the stack -----------------------------------------------------------------------------
 step "stack up"
