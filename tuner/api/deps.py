@@ -1,4 +1,5 @@
-"""Typed dependencies of the routes: settings, a database session, the writer check.
+"""Typed dependencies of the routes: settings, a database session, the writer check; the
+request body read up to a limit.
 
 ``SessionDep`` commits when the request's work is done (routes that write commit explicitly
 before answering, so a 201 is never sent for a job that is not stored).
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from tuner.config import Settings
 
 __all__ = ["SessionDep", "SettingsDep", "WriterDep", "get_session", "get_settings",
-           "is_loopback", "require_writer"]
+           "is_loopback", "media_type", "read_body", "require_writer"]
 
 
 def get_settings(request: Request) -> Settings:
@@ -48,6 +49,25 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
+
+
+def media_type(request: Request) -> str:
+    """The body's media type, lower case, without its parameters (``""`` when none)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int, too_large: HTTPException) -> bytes:
+    """The request body, at most ``limit`` bytes: ``too_large`` is raised on a larger
+    ``Content-Length``, or as soon as the body read grows past it (never reading more)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def _unauthorized(detail: str) -> HTTPException:

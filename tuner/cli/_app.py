@@ -6,6 +6,7 @@ Errors a user can cause print one red line on stderr and exit 1; ``--debug`` (or
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from functools import wraps
 from typing import Annotated, Any, TypeVar
@@ -17,7 +18,7 @@ from tuner.cli._display import err_console
 from tuner.cli._text import printable
 from tuner.errors import TunerError
 
-__all__ = ["JobIdArgument", "ServerOption", "app", "friendly"]
+__all__ = ["JobIdArgument", "ServerOption", "app", "friendly", "is_loopback"]
 
 app = typer.Typer(
     name="tuner",
@@ -43,6 +44,17 @@ JobIdArgument = Annotated[int, typer.Argument(
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether the address a server is to bind (``--host``) is a loopback one: ``localhost``,
+    127.0.0.0/8 or ::1 (bracketed or not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def friendly(fn: F) -> F:

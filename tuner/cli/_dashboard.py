@@ -10,14 +10,13 @@ are ``/dashboard/studies/<study id>`` and ``/dashboard/compare-studies?ids=<id>,
 from __future__ import annotations
 
 import importlib
-import ipaddress
 from socketserver import ThreadingMixIn
 from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import typer
 
-from tuner.cli._app import app, friendly
+from tuner.cli._app import app, friendly, is_loopback
 from tuner.cli._display import console, err_console
 from tuner.config import get_settings
 from tuner.errors import TunerError
@@ -117,7 +116,7 @@ def dashboard(
         return
     # optuna-dashboard ships no type information: imported by name, its API is Any here.
     optuna_dashboard = importlib.import_module("optuna_dashboard")
-    if not _is_loopback(host):
+    if not is_loopback(host):
         err_console.print(f"warning: optuna-dashboard has no login; anyone who reaches {host} "
                           "can read, rename or delete the studies", highlight=False)
     try:
@@ -135,15 +134,6 @@ def dashboard(
         pass
     finally:
         server.server_close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_host(host: str) -> str:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.cli._app import JobIdArgument, ServerOption, app, friendly
+from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, is_loopback
 from tuner.cli._display import JobBars, console, err_console, leaderboard_table
 from tuner.cli._text import shown
 from tuner.config import get_settings
@@ -39,15 +38,6 @@ def client_for(server: str) -> Any:
     from tuner.client import TunerClient
 
     return TunerClient(server, token=get_settings().api_token)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -75,7 +65,7 @@ def serve(
     from tuner.service import Service
 
     settings = get_settings()
-    if not settings.api_token and not _is_loopback(host):
+    if not settings.api_token and not is_loopback(host):
         raise TunerError(
             f"--host: refusing to serve on {host} without TUNER_API_TOKEN: anyone who reaches "
             "it could run jobs; set TUNER_API_TOKEN, or bind 127.0.0.1"

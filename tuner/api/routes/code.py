@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from tuner.api.deps import SessionDep, WriterDep
+from tuner.api.deps import SessionDep, WriterDep, media_type, read_body
 from tuner.api.schemas import ErrorOut
 
 __all__ = ["ZIP_TYPES", "code_problem", "router"]
@@ -48,7 +48,7 @@ async def code_body(request: Request) -> bytes:
     ``TUNER_MAX_CODE_MB`` (413 beyond it, before reading more than that)."""
     settings = request.app.state.settings
     limit: int = settings.max_code_bytes
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = media_type(request)
     if media not in ZIP_TYPES:
         raise HTTPException(
             status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -61,15 +61,7 @@ async def code_body(request: Request) -> bytes:
                f"{settings.max_code_mb:g} MiB (TUNER_MAX_CODE_MB); leave data sets out of "
                "the code folder",
     )
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    return await read_body(request, limit, too_large)
 
 
 @router.post(

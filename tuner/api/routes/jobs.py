@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
-from tuner.api.deps import OptunaStorageDep, SessionDep, WriterDep
+from tuner.api.deps import OptunaStorageDep, SessionDep, WriterDep, media_type, read_body
 from tuner.api.schemas import (
     ErrorOut,
     JobDetail,
@@ -74,7 +74,7 @@ async def job_document(request: Request) -> Any:
     """The JSON body, read up to the app's size limit (413 beyond it); 415 unless it says
     ``Content-Type: application/json`` (the types a browser sends cross-site without asking
     are never accepted)."""
-    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    media = media_type(request)
     if media != "application/json":
         raise HTTPException(
             status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -85,14 +85,7 @@ async def job_document(request: Request) -> Any:
         status_code=status.HTTP_413_CONTENT_TOO_LARGE,
         detail=f"request body too large; the limit is {limit} bytes",
     )
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    body = await read_body(request, limit, too_large)
     try:
         document = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
