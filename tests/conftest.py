@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,37 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def new_database(url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside the one of ``url`` (named after it), dropped
+    at the end (even while it refuses connections); its URL, password included."""
+    import sqlalchemy as sa
+
+    base = sa.make_url(url)
+    name = f"{base.database}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def empty_jobs_tables(url: str) -> None:
+    """Migrate the jobs database at ``url`` and delete every job (and its events)."""
+    import sqlalchemy as sa
+
+    from tuner import store
+
+    store.upgrade(url)
+    with store.session_scope(url) as session:
+        session.execute(sa.delete(store.JobEvent))
+        session.execute(sa.delete(store.Job))
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tuner import store
+from tests.conftest import empty_jobs_tables
 
 TOKEN = "s3cret-test-token"
 
@@ -24,10 +23,7 @@ def db_url(request: pytest.FixtureRequest, tuner_home: Path,
     else:
         request.applymarker(pytest.mark.postgres)
         url = request.getfixturevalue("pg_url")
-        store.upgrade(url)
-        with store.session_scope(url) as session:
-            session.execute(sa.delete(store.JobEvent))
-            session.execute(sa.delete(store.Job))
+        empty_jobs_tables(url)
     monkeypatch.setenv("TUNER_DB_URL", url)
     return url
 

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from tests.conftest import empty_jobs_tables, new_database
 from tuner import store
 from tuner.errors import JobNotFoundError, JobStateError, TunerError
 from tuner.store._models import include_name, include_object
@@ -38,10 +38,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     else:
         request.applymarker(pytest.mark.postgres)
         url = request.getfixturevalue("pg_url")
-    store.upgrade(url)
-    with store.session_scope(url) as session:
-        session.execute(sa.delete(store.JobEvent))
-        session.execute(sa.delete(store.Job))
+    empty_jobs_tables(url)
     return url
 
 
@@ -52,19 +49,11 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         (tmp_path / "fresh").mkdir()  # Optuna, which may come first, does not create it
         yield f"sqlite:///{tmp_path / 'fresh' / 'tuner.db'}"
         return
-    base = sa.make_url(request.getfixturevalue("pg_url"))
-    name = f"{base.database}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        store.get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_database(request.getfixturevalue("pg_url")) as url:
+        try:
+            yield url
+        finally:
+            store.get_engine(url).dispose()
 
 
 def _tables(url: str) -> set[str]:
