@@ -17,8 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,10 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from mlflow import MlflowClient
+
+from tests.integration.servers import Server, free_ports, processes_with, stop_processes
 
 pytestmark = pytest.mark.integration
 
@@ -49,88 +48,10 @@ print(json.dumps(sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])))
 """
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together while they are picked)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def clean_env() -> dict[str, str]:
     drop = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
             "TUNER_DB_URL", "MLFLOW_TRACKING_URI", "TUNER_URL", "TUNER_API_TOKEN")
     return {k: v for k, v in os.environ.items() if k not in drop} | {"COLUMNS": "120"}
-
-
-def _status(pid: int) -> str | None:
-    """The state letter of ``pid`` (``Z`` for a zombie), ``None`` when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _alive(pid: int) -> bool:
-    return _status(pid) not in (None, "Z")
-
-
-def processes_with(marker: str) -> list[int]:
-    """Ids of this user's live processes whose environment holds ``marker`` (``KEY=value``);
-    Linux's /proc (Ray renames its workers' command lines, not their environment)."""
-    needle = marker.encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone, or another user's
-        if needle in environ and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _signal(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [pid for pid in pids if _alive(pid)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
-
-
-def stop_processes(pids: list[int], *, grace: float = 15.0) -> list[int]:
-    """SIGTERM ``pids`` (raylets first, the GCS last, as `ray stop` does), SIGKILL what is
-    left after ``grace`` seconds; the ids still alive after that (none, normally)."""
-
-    def rank(pid: int) -> int:
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text()
-        except OSError:
-            return 1
-        return 0 if "raylet" in name else 2 if "gcs_server" in name else 1
-
-    _signal(sorted(pids, key=rank), signal.SIGTERM)
-    alive = _wait_gone(pids, grace)
-    _signal(alive, signal.SIGKILL)
-    return _wait_gone(alive, 10)
 
 
 @dataclass
@@ -197,43 +118,24 @@ def test_a_job_through_the_service_runs_trials_on_both_nodes(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    port = free_ports(1)[0]
-    url = f"http://127.0.0.1:{port}"
     env = cluster.env | {"TUNER_HOME": str(home), "RAY_ADDRESS": cluster.address,
-                         "TUNER_API_TOKEN": API_TOKEN, "TUNER_URL": url}
+                         "TUNER_API_TOKEN": API_TOKEN}
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([TUNER, "serve", "--port", str(port)], env=env, cwd=tmp_path,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(env, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                health = httpx.get(f"{url}/healthz", timeout=5).json()
-                if health["coordinator"]["ray"] == "up":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
+        server.wait_up()
         job_file = tmp_path / "job.yaml"
         job_file.write_text(yaml.safe_dump(JOB))
-        done = subprocess.run([TUNER, "submit", str(job_file), "--wait"], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run([TUNER, "submit", str(job_file), "--wait"],
+                              env=server.client_env, capture_output=True, text=True,
+                              timeout=300, check=False)
         assert done.returncode == 0, done.stdout + done.stderr + log.read_text()
         match = re.search(r"job (\d+) submitted", done.stdout)
         assert match, done.stdout
         job_id = int(match.group(1))
         assert f"job {job_id} succeeded" in done.stdout
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-            raise
+        code = server.stop(timeout=90)
     text = log.read_text()
     assert code == 0, text
     assert "Traceback" not in text

@@ -7,25 +7,22 @@ real process, and Chromium (Playwright) opens the link it prints.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
 from typer.testing import CliRunner
 
+from tests.integration.browser import chromium_page, require_chromium
+from tests.integration.servers import free_port
 from tuner import store
 from tuner.cli import app
 from tuner.config import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("tuner_home")]
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _job_with_studies(optimizers: list[str], *, seed: int) -> int:
@@ -48,12 +45,6 @@ def _job_with_studies(optimizers: list[str], *, seed: int) -> int:
         study.optimize(lambda t: (t.suggest_float("lr", 1e-4, 1, log=True) - 0.01) ** 2,
                        n_trials=4)
     return job_id
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_print_link_names_the_jobs_studies() -> None:
@@ -101,15 +92,10 @@ def test_a_job_without_studies_and_unknown_jobs() -> None:
 
 
 def test_the_dashboard_shows_the_jobs_studies_in_a_browser(tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"{CHROMIUM} is required in CI (.ci/run installs it)")
-        pytest.skip(f"no {CHROMIUM} here")
-    from playwright.sync_api import sync_playwright
-
+    require_chromium()
     other = _job_with_studies(["rmsprop"], seed=20)
     job_id = _job_with_studies(["sgd", "momentum", "adam"], seed=0)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "from tuner.cli import main; main()", "dashboard", str(job_id),
          "--port", str(port)],
@@ -127,10 +113,8 @@ def test_the_dashboard_shows_the_jobs_studies_in_a_browser(tmp_path: Path) -> No
             process.stderr.read() if process.stderr else "")
         link = lines[0].split(": ", 1)[1].strip()
         study_page = lines[2].split()[1]
-        shown = _page_text(sync_playwright, link, tmp_path / "compare.png",
-                           wait_for="Best Value of")
-        one = _page_text(sync_playwright, study_page, tmp_path / "study.png",
-                         wait_for="Trials")
+        shown = _page_text(link, tmp_path / "compare.png", wait_for="Best Value of")
+        one = _page_text(study_page, tmp_path / "study.png", wait_for="Trials")
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
@@ -143,15 +127,8 @@ def test_the_dashboard_shows_the_jobs_studies_in_a_browser(tmp_path: Path) -> No
     assert f"job-{job_id}-sgd" in one["text"] and "Trials" in one["text"]
 
 
-def _page_text(sync_playwright: Any, url: str, screenshot: Path, *,
-               wait_for: str) -> dict[str, str]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+def _page_text(url: str, screenshot: Path, *, wait_for: str) -> dict[str, str]:
+    with chromium_page(1600, 1000) as page:
         page.goto(url)
         deadline = time.monotonic() + 60
         while wait_for not in page.locator("body").inner_html():
@@ -162,5 +139,4 @@ def _page_text(sync_playwright: Any, url: str, screenshot: Path, *,
         page.screenshot(path=str(screenshot))
         texts = {"text": page.locator("body").inner_text(),
                  "svg": " ".join(page.locator("svg text").all_text_contents())}
-        browser.close()
     return texts

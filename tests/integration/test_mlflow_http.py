@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.integration.browser import chromium_page, require_chromium
+from tests.integration.servers import free_port
 from tuner.config import get_settings
 from tuner.jobs import create_local_job, run_job
 from tuner.spec import parse_job
@@ -25,22 +25,15 @@ from tuner.tracking import LEADERBOARD_VIEW, JobTracker, experiment_link
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 
-CHROMIUM = "/usr/bin/chromium"
 JOB = {"name": "over-http", "task": "digits-logreg", "optimizers": ["sgd", "adam"],
        "trials": 3, "epochs": 3, "final_seeds": 2, "max_concurrent": 2,
        "metric": "val_accuracy", "mode": "max"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serve_mlflow(store_uri: str, artifacts: Path) -> Iterator[str]:
     """A real tracking server on loopback over ``store_uri``, artifacts served through it."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server",
          "--backend-store-uri", store_uri, "--artifacts-destination", str(artifacts),
@@ -127,22 +120,11 @@ def test_a_job_logs_everything_to_a_tracking_server(job_over_http: dict) -> None
 def test_the_ui_link_opens_the_job_with_its_results_visible(
     job_over_http: dict, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"{CHROMIUM} is required in CI (.ci/run installs it)")
-        pytest.skip(f"no {CHROMIUM} here")
-    from playwright.sync_api import sync_playwright
-
+    require_chromium()
     outcome = job_over_http["outcome"]
     link = experiment_link(job_over_http["url"], outcome.experiment_id)
     leader = outcome.leaderboard[0]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        page = browser.new_page(viewport={"width": 1500, "height": 900})
+    with chromium_page(1500, 900) as page:
         page.goto(link)
         names = page.locator(".ag-pinned-left-cols-container [role=row]")
         names.first.wait_for(timeout=60_000)
@@ -154,7 +136,6 @@ def test_the_ui_link_opens_the_job_with_its_results_visible(
         page.locator(".ag-pinned-left-cols-container [role=row]").nth(2).wait_for()
         page.screenshot(path=str(tmp_path / "runs-expanded.png"))
         expanded = " ".join(names.all_inner_texts())
-        browser.close()
     assert f"job {job_over_http['job_id']} over-http · {leader['optimizer']}" in collapsed
     mean = f"{leader['mean']:.4g}"
     assert f"{leader['optimizer']} #1 {mean}±" in expanded
@@ -167,15 +148,7 @@ def test_the_ui_link_opens_the_job_with_its_results_visible(
 def _first_screen(link: str, tmp_path: Path, name: str) -> list[dict[str, str]]:
     """The run rows a 1600×1000 window shows on opening ``link``, without a click: each
     row's name and final mean cell, top to bottom."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    with chromium_page(1600, 1000) as page:
         page.goto(link)
         page.locator(".ag-pinned-left-cols-container [role=row]").first.wait_for(
             timeout=60_000)
@@ -199,15 +172,7 @@ def _first_screen(link: str, tmp_path: Path, name: str) -> list[dict[str, str]]:
             }
             return Object.values(byIndex).sort((a, b) => a.index - b.index);
         }""")
-        browser.close()
     return [row for row in rows if row["visible"]]
-
-
-def _require_chromium() -> None:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"{CHROMIUM} is required in CI (.ci/run installs it)")
-        pytest.skip(f"no {CHROMIUM} here")
 
 
 def _assert_leaderboard_first(rows: list[dict[str, str]], *, job_name: str,
@@ -229,7 +194,7 @@ def _assert_leaderboard_first(rows: list[dict[str, str]], *, job_name: str,
 def test_the_leaderboard_link_opens_on_the_job_and_its_optimizers_in_rank_order(
     job_over_http: dict, tmp_path: Path
 ) -> None:
-    _require_chromium()
+    require_chromium()
     outcome = job_over_http["outcome"]
     link = experiment_link(job_over_http["url"], outcome.experiment_id, leaderboard=True)
 
@@ -247,7 +212,7 @@ def test_a_job_with_a_thousand_runs_opens_on_its_leaderboard_too(
 ) -> None:
     """1,000 trial runs, all newer than the job and optimizer runs: the table's first page
     (100 runs) still starts with them, because the server sorts by rank."""
-    _require_chromium()
+    require_chromium()
     root = tmp_path_factory.mktemp("mlflow-big")
     store_uri = f"sqlite:///{root / 'mlflow.db'}"
     # The job's runs as the coordinator makes them, through the same tracker.

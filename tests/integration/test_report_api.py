@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from tests.integration.servers import free_port
 from tuner import store
 from tuner.cli import app
 from tuner.config import get_settings
@@ -111,17 +111,11 @@ def test_a_report_gone_from_the_disk_is_drawn_again(served: dict[str, Any]) -> N
     assert (folder / "report.html").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_tuner_report_fetches_the_servers_report(served: dict[str, Any],
                                                  tmp_path: Path) -> None:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(served["app"], host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -7,41 +7,23 @@ SIGTERM exit is checked at the end: exit 0, Ray shut down.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
+
+from tests.integration.servers import TUNER, Server, free_port, server_env
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "integration-token"
-TUNER = str(Path(sys.executable).with_name("tuner"))
 SMALL = {"name": "small", "task": "digits-logreg", "optimizers": ["sgd", "adam"], "trials": 3,
          "epochs": 3, "final_seeds": 1, "max_concurrent": 2, "seed": 0}
 LONG = {**SMALL, "name": "long", "trials": 200, "epochs": 30}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "TUNER_DB_URL", "MLFLOW_TRACKING_URI", "TUNER_URL",
-                        "TUNER_API_TOKEN")}
-    return env | {"TUNER_HOME": str(home), "COLUMNS": "120"}
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
@@ -49,58 +31,17 @@ def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.Com
                           timeout=timeout, check=False)
 
 
-class Server:
-    def __init__(self, url: str, process: subprocess.Popen, env: dict[str, str],
-                 log: Path) -> None:
-        self.url, self.process, self.env, self.log = url, process, env, log
-        self.http = httpx.Client(base_url=url, timeout=30,
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        return self.http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-
-    def wait_for(self, job_id: int, predicate: Any, *, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if predicate(job):
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} timed out: {job}\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("service") / "home"
-    port = free_port()
-    env = base_env(home) | {"TUNER_API_TOKEN": TOKEN, "TUNER_MAX_JOBS": "1"}
-    log = home.parent / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([TUNER, "serve", "--port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            health = httpx.get(f"{url}/healthz", timeout=2).json()
-            if health["coordinator"]["ray"] == "up":
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.3)
-    running = Server(url, process, env | {"TUNER_URL": url}, log)
-    yield running
-    running.http.close()
-    process.send_signal(signal.SIGTERM)
+    env = server_env(home, TUNER_API_TOKEN=TOKEN, TUNER_MAX_JOBS="1")
+    running = Server(env, home.parent / "serve.log")
     try:
-        code = process.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    text = log.read_text()
+        running.wait_up()
+        yield running
+    finally:
+        code = running.stop(timeout=90)
+    text = running.log.read_text()
     assert code == 0, text
     assert "tuner server stopped" in text
     assert "Traceback" not in text
@@ -109,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_submit_wait_then_export_through_the_server(server: Server, tmp_path: Path) -> None:
     job_file = tmp_path / "small.yaml"
     job_file.write_text(yaml.safe_dump(SMALL))
-    done = cli("submit", str(job_file), "--wait", env=server.env)
+    done = cli("submit", str(job_file), "--wait", env=server.client_env)
     assert done.returncode == 0, done.stdout + done.stderr
     match = re.search(r"job (\d+) submitted to http://127\.0\.0\.1:\d+ \(queued\)", done.stdout)
     assert match, done.stdout
@@ -120,7 +61,7 @@ def test_submit_wait_then_export_through_the_server(server: Server, tmp_path: Pa
     assert job["state"] == "succeeded"
     assert job["progress"]["optimizers"]["adam"]["finished"] == 3
 
-    export = cli("export", str(job_id), env=server.env)
+    export = cli("export", str(job_id), env=server.client_env)
     assert export.returncode == 0, export.stderr
     document = yaml.safe_load(export.stdout)
     assert document["job"] == job_id and set(document["optimizers"]) == {"sgd", "adam"}
@@ -132,9 +73,9 @@ def test_submit_wait_then_export_through_the_server(server: Server, tmp_path: Pa
     assert trials["total"] == 6
     assert {t["state"] for t in trials["items"]} == {"COMPLETE"}
 
-    listed = cli("jobs", env=server.env)
+    listed = cli("jobs", env=server.client_env)
     assert listed.returncode == 0 and "small" in listed.stdout and "succeeded" in listed.stdout
-    status = cli("status", str(job_id), env=server.env)
+    status = cli("status", str(job_id), env=server.client_env)
     assert status.returncode == 0 and "succeeded" in status.stdout
 
 
@@ -147,10 +88,10 @@ def test_cancel_a_running_job_and_a_queued_one(server: Server) -> None:
         timeout=120)
     assert server.job(queued)["state"] == "queued"
 
-    out = cli("cancel", str(queued), env=server.env)
+    out = cli("cancel", str(queued), env=server.client_env)
     assert out.returncode == 0 and out.stdout.strip() == f"job {queued} cancelled"
     asked = time.monotonic()
-    out = cli("cancel", str(running), env=server.env)
+    out = cli("cancel", str(running), env=server.client_env)
     assert out.returncode == 0, out.stderr
     assert "cancel requested" in out.stdout
     job = server.wait_for(running, lambda j: j["state"] == "cancelled", timeout=30)
@@ -164,7 +105,7 @@ def test_cancel_a_running_job_and_a_queued_one(server: Server) -> None:
     assert never["state"] == "cancelled" and never["started_at"] is None
     assert [e["state"] for e in never["events"]] == ["queued", "cancelled"]
     assert server.http.get(f"/v1/jobs/{queued}/trials").json()["total"] == 0
-    again = cli("cancel", str(running), env=server.env)
+    again = cli("cancel", str(running), env=server.client_env)
     assert again.returncode == 1
     assert f"job {running} is cancelled; only a queued or running job can be cancelled" in \
         again.stderr
@@ -175,25 +116,25 @@ def test_the_client_refuses_module_paths_and_names_a_missing_server(
 ) -> None:
     job_file = tmp_path / "mine.yaml"
     job_file.write_text(yaml.safe_dump({**SMALL, "task": "mypkg.tasks:build"}))
-    out = cli("submit", str(job_file), env=server.env)
+    out = cli("submit", str(job_file), env=server.client_env)
     assert out.returncode == 1
     assert (f"{job_file}: task: module paths are not accepted by the API; use a built-in or "
             "installed task (see GET /v1/tasks)") in " ".join(out.stderr.split())
     port = free_port()
-    out = cli("jobs", "--server", f"http://127.0.0.1:{port}", env=server.env)
+    out = cli("jobs", "--server", f"http://127.0.0.1:{port}", env=server.client_env)
     assert out.returncode == 1
     assert " ".join(out.stderr.split()) == (
         f"error: cannot reach the tuner server at http://127.0.0.1:{port}: connection "
         "refused; is `tuner serve` running?"
     )
-    wrong = server.env | {"TUNER_API_TOKEN": "wrong"}
+    wrong = server.client_env | {"TUNER_API_TOKEN": "wrong"}
     out = cli("cancel", "1", env=wrong)
     assert out.returncode == 1 and "invalid token" in out.stderr
 
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     out = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()),
-              env=base_env(tmp_path / "home"), timeout=60)
+              env=server_env(tmp_path / "home"), timeout=60)
     assert out.returncode == 1
     assert " ".join(out.stderr.split()) == (
         "error: --host: refusing to serve on 0.0.0.0 without TUNER_API_TOKEN: anyone who "

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import yaml
 from mlflow import MlflowClient
 
-from tests.integration.test_service_restart import TOKEN, Server, running_trials
+from tests.integration.servers import TOKEN, Server, server_env, wait_mid_job
 
 pytestmark = pytest.mark.integration
 
@@ -89,11 +87,8 @@ def make_project(folder: Path, marker: Path, *, delay: float = 0.0,
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("RAY_ADDRESS", "TUNER_DB_URL", "MLFLOW_TRACKING_URI", "TUNER_URL",
-                         "TUNER_API_TOKEN", "TUNER_MAX_JOBS", "TUNER_MAX_CODE_MB")}
-    return base | {"TUNER_HOME": str(home), "TUNER_API_TOKEN": TOKEN, "COLUMNS": "200",
-                   "PYTHONPATH": str(ROOT)} | extra
+    return server_env(home, TUNER_API_TOKEN=TOKEN, COLUMNS="200", PYTHONPATH=str(ROOT),
+                      **extra)
 
 
 def submit(project: Path, server: Server, *extra: str,
@@ -117,37 +112,6 @@ def pids(marker: Path) -> set[int]:
     return {int(line) for line in marker.read_text().split()} if marker.exists() else set()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.kill()
-        else:
-            server.reap(grace=10)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The servers' jobs database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'home' / 'tuner.db'}"
-        return
-    request.applymarker(pytest.mark.postgres)
-    base = sa.make_url(request.getfixturevalue("pg_url"))
-    name = f"{base.database}_c{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def test_own_code_runs_on_the_workers_never_in_the_server_and_survives_a_restart(
     tmp_path: Path, servers: list[Server], db_url: str,
 ) -> None:
@@ -165,14 +129,7 @@ def test_own_code_runs_on_the_workers_never_in_the_server_and_survives_a_restart
     job = first.job(job_id)
     sha = job["spec"]["code"]
     assert first.http.get(f"/v1/code/{sha}").json()["size"] > 0
-    deadline = time.monotonic() + 240
-    while True:  # kill it once a trial finished and others run
-        running, asked, finished = running_trials(db_url)
-        if running >= 1 and asked == running and finished >= 1:
-            break
-        assert first.job(job_id)["state"] in ("queued", "running"), first.job(job_id)
-        assert time.monotonic() < deadline, first.job(job_id)
-        time.sleep(0.3)
+    wait_mid_job(first, job_id, db_url)  # kill it once a trial finished and others run
     first.kill()
     # What a fresh container would have: the code is in the jobs database only.
     for path in (home / "code").glob("*.zip"):

@@ -15,7 +15,6 @@ open a connection), later allowed again; or the database is dropped and created 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,17 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_ADMIN_URL
-from tests.integration.test_service_restart import JOB, Server, running_trials
+from tests.conftest import PG_ADMIN_URL, new_database
+from tests.integration.servers import (
+    JOB,
+    TOKEN,
+    TUNER,
+    Server,
+    check_nothing_lost,
+    free_port,
+    running_trials,
+    server_env,
+)
 from tuner import store
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -40,18 +48,10 @@ def admin(pg_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def database(admin: sa.Engine, pg_url: str) -> Iterator[str]:
+def database(pg_url: str) -> Iterator[str]:
     """A PostgreSQL database of this test alone (a server runs every job it finds)."""
-    base = sa.make_url(pg_url)
-    name = f"{base.database}_o{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with new_database(pg_url) as url:
+        yield url
 
 
 def outage(admin: sa.Engine, url: str) -> Callable[[], None]:
@@ -72,27 +72,30 @@ def outage(admin: sa.Engine, url: str) -> Callable[[], None]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, database: str) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
+def serve(tmp_path: Path, database: str,
+          servers: list[Server]) -> Callable[..., Server]:
+    """Starts a server on ``database`` (one job at a time) with ``extra`` in its
+    environment, once its Ray is up."""
 
     def start(**extra: str) -> Server:
-        import os
-
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "TUNER_URL")}
-        env |= {"TUNER_HOME": str(tmp_path / "home"), "TUNER_DB_URL": database,
-                "TUNER_API_TOKEN": "restart-token", "TUNER_MAX_JOBS": "1", **extra}
+        env = server_env(tmp_path / "home", TUNER_DB_URL=database, TUNER_API_TOKEN=TOKEN,
+                         TUNER_MAX_JOBS="1", **extra)
         server = Server(env, tmp_path / "serve.log")
-        started.append(server)
+        servers.append(server)
         server.wait_up()
         return server
 
-    yield start
-    for server in started:
-        if server.process.poll() is None:
-            server.kill()
-        else:
-            server.reap(grace=10)
+    return start
+
+
+def submit_and_wait_for_a_trial(server: Server, database: str) -> int:
+    """Submit the job; its id once one of its trials runs."""
+    job_id = int(server.http.post("/v1/jobs", json=JOB).raise_for_status().json()["id"])
+    deadline = time.monotonic() + 240
+    while running_trials(database)[0] < 1:
+        assert time.monotonic() < deadline, server.job(job_id)
+        time.sleep(0.2)
+    return job_id
 
 
 def health(server: Server) -> tuple[int, dict[str, Any]]:
@@ -116,11 +119,7 @@ def test_a_long_outage_mid_job_fails_it_cleanly_and_healthz_says_so(
 ) -> None:
     server = serve(TUNER_DB_RETRY_S="2")
     assert health(server) == (200, health(server)[1])
-    job_id = int(server.http.post("/v1/jobs", json=JOB).raise_for_status().json()["id"])
-    deadline = time.monotonic() + 240
-    while running_trials(database)[0] < 1:
-        assert time.monotonic() < deadline, server.job(job_id)
-        time.sleep(0.2)
+    job_id = submit_and_wait_for_a_trial(server, database)
 
     end = outage(admin, database)
     try:
@@ -215,8 +214,6 @@ def test_the_loop_survives_its_database_vanishing(
     # The operator migrates the new database; the same server claims jobs again.
     import subprocess
 
-    from tests.integration.test_service_restart import TUNER
-
     env = {"TUNER_DB_URL": database, "PATH": "/usr/bin:/bin"}
     done = subprocess.run([TUNER, "db", "upgrade"], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
@@ -233,8 +230,6 @@ def test_healthz_is_503_while_ray_is_unreachable_and_sigterm_is_quick(tmp_path: 
     import os
     import signal
     import subprocess
-
-    from tests.integration.test_service_restart import TUNER, free_port
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TUNER_URL")}
     env |= {"TUNER_HOME": str(tmp_path / "home"), "TUNER_API_TOKEN": "t",
@@ -279,15 +274,10 @@ def test_a_short_outage_mid_job_is_ridden_out_with_the_exact_budget(
 ) -> None:
     """The database goes away while trials run and comes back within TUNER_DB_RETRY_S: the
     job pauses at its next database call, goes on, and ends as if nothing had happened."""
-    from tests.integration.test_service_restart import check_nothing_lost
     from tuner.ledger import ASK_INTERRUPTED
 
     server = serve(TUNER_DB_RETRY_S="90")
-    job_id = int(server.http.post("/v1/jobs", json=JOB).raise_for_status().json()["id"])
-    deadline = time.monotonic() + 240
-    while running_trials(database)[0] < 1:
-        assert time.monotonic() < deadline, server.job(job_id)
-        time.sleep(0.2)
+    job_id = submit_and_wait_for_a_trial(server, database)
     end = outage(admin, database)
     try:
         # Until the job has met the outage (a trial's tell), and no longer than 60 s.

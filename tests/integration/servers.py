@@ -1,0 +1,364 @@
+"""What the tests of `tuner serve` share: the server as a subprocess, the processes it leaves,
+and what a job leaves in its stores.
+
+- :class:`Server` starts ``tuner serve`` on a free loopback port in a session of its own,
+  marked in its environment (and so in that of the local Ray it starts), and drives it over
+  HTTP with the bearer token of its environment;
+- :func:`processes_with` and :func:`stop_processes` find and end processes by that mark
+  (`ray stop` would stop every Ray on the machine);
+- :func:`running_trials` reads the studies' trials with plain SQL while a server runs;
+  :func:`check_nothing_lost` checks a finished job of :data:`JOB` in Optuna, MLflow and the
+  API's counts.
+
+The fixtures built on these (``servers``, ``db_url``) are in ``tests/integration/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import optuna
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from tuner.results import TrialOutcome
+
+TUNER = str(Path(sys.executable).with_name("tuner"))
+TOKEN = "restart-token"
+#: A job long enough to be interrupted in the middle (two optimizers, trials in parallel).
+JOB = {"name": "restart-me", "task": "digits-cnn", "optimizers": ["adam", "momentum"],
+       "trials": 5, "epochs": 30, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
+       "seed": 0}
+#: The variables of the test run's environment a server under test must not inherit.
+_NOT_INHERITED = ("RAY_ADDRESS", "TUNER_DB_URL", "MLFLOW_TRACKING_URI", "TUNER_URL",
+                  "TUNER_API_TOKEN", "TUNER_MAX_JOBS", "TUNER_MAX_CODE_MB")
+
+
+# -- ports and processes --------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together while they are picked)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    return free_ports(1)[0]
+
+
+def _status(pid: int) -> str | None:
+    """The state letter of ``pid`` (``Z`` for a zombie), ``None`` when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    return _status(pid) not in (None, "Z")
+
+
+def processes_with(marker: str) -> list[int]:
+    """Ids of this user's live processes whose environment holds ``marker`` (``KEY=value``);
+    Linux's /proc (Ray renames its workers' command lines, not their environment)."""
+    needle = marker.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or another user's
+        if needle in environ and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if _alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def stop_processes(pids: list[int], *, grace: float = 15.0) -> list[int]:
+    """SIGTERM ``pids`` (raylets first, the GCS last, as `ray stop` does), SIGKILL what is
+    left after ``grace`` seconds; the ids still alive after that (none, normally)."""
+
+    def rank(pid: int) -> int:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text()
+        except OSError:
+            return 1
+        return 0 if "raylet" in name else 2 if "gcs_server" in name else 1
+
+    _signal(sorted(pids, key=rank), signal.SIGTERM)
+    alive = _wait_gone(pids, grace)
+    _signal(alive, signal.SIGKILL)
+    return _wait_gone(alive, 10)
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+def server_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server (or a CLI client) on ``home`` as TUNER_HOME: the test
+    run's, less the stores, server and limits it may name, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    return base | {"TUNER_HOME": str(home), "COLUMNS": "120"} | extra
+
+
+class Server:
+    """One `tuner serve` process; ``marker`` is in the environment of it and of its Ray.
+
+    Its HTTP client sends the ``TUNER_API_TOKEN`` of ``env``; ``client_env`` is ``env`` with
+    ``TUNER_URL`` naming this server (what a `tuner` CLI client of it runs with).
+    """
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client_env = env | {"TUNER_URL": self.url}
+        self.marker = f"TUNER_TEST_SERVER={uuid.uuid4().hex}"
+        key, _, value = self.marker.partition("=")
+        self.log = log
+        with log.open("a") as out:
+            out.write(f"\n==== tuner serve on port {self.port}\n")
+            out.flush()
+            self.process = subprocess.Popen(
+                [TUNER, "serve", "--port", str(self.port)], env=env | {key: value},
+                cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        token = env.get("TUNER_API_TOKEN")
+        self.http = httpx.Client(base_url=self.url, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    def wait_up(self, timeout: float = 120) -> None:
+        """Until ``/healthz`` says its Ray is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if self.http.get("/healthz", timeout=5).json()["coordinator"]["ray"] == "up":
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.3)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+
+    def wait_for(self, job_id: int, predicate: Callable[[dict[str, Any]], bool], *,
+                 timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            job = self.job(job_id)
+            if predicate(job):
+                return job
+            assert time.monotonic() < deadline, f"job {job_id}: {job}\n{self.log.read_text()}"
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group (it and its local Ray's daemons); Ray's workers,
+        in groups of their own, die with their raylet: wait until nothing of it is left."""
+        self.http.close()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+        self.reap()
+
+    def stop(self, timeout: float = 120) -> int:
+        """SIGTERM the server alone (as `docker stop` does); its exit code."""
+        self.http.close()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the server did not stop within {timeout} s\n"
+                                 + self.log.read_text()) from None
+
+    def reap(self, grace: float = 30) -> list[int]:
+        """Wait ``grace`` s for the processes of this server (and its Ray) to end, then kill
+        what is left; the ids that were left."""
+        deadline = time.monotonic() + grace
+        while (left := processes_with(self.marker)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if left:
+            stop_processes(left, grace=5)
+        return left
+
+
+# -- what a job leaves in its stores --------------------------------------------------------
+
+
+def running_trials(db_url: str) -> tuple[int, int, int]:
+    """(running, of them fully asked, finished) trials of every study in ``db_url``; zeros
+    before Optuna's tables exist.
+
+    Read with plain read-only SQL on one cached engine: opening Optuna storages here (three
+    per poll) raced the server creating its tables and was slow enough on PostgreSQL for a
+    short job to end between two polls. A trial is fully asked when it has a value for every
+    parameter of its search space: ``study.ask`` writes them one by one, so a trial being
+    asked has only some.
+    """
+    import search_spaces
+
+    query = sa.text(
+        "SELECT s.study_name, t.state, "
+        "(SELECT count(*) FROM trial_params p WHERE p.trial_id = t.trial_id) "
+        "FROM trials t JOIN studies s ON s.study_id = t.study_id"
+    )
+    try:
+        with _reader(db_url).connect() as conn:
+            rows = conn.execute(query).all()
+    except sa.exc.OperationalError as e:
+        if "no such table" in str(e) or "unable to open" in str(e):
+            return 0, 0, 0
+        raise
+    except sa.exc.ProgrammingError as e:  # PostgreSQL: relation "trials" does not exist
+        if "does not exist" in str(e):
+            return 0, 0, 0
+        raise
+    running = asked = finished = 0
+    for name, state, n_params in rows:
+        optimizer = name.rsplit("-", 1)[1]
+        size = len(search_spaces.load(optimizer).distributions())
+        running += state == "RUNNING"
+        asked += state == "RUNNING" and n_params == size
+        finished += state in ("COMPLETE", "PRUNED", "FAIL")
+    return running, asked, finished
+
+
+_readers: dict[str, sa.Engine] = {}
+
+
+def _reader(db_url: str) -> sa.Engine:
+    """One engine per database for the whole run (SQLite opened read-only)."""
+    if db_url not in _readers:
+        if db_url.startswith("sqlite:///"):
+            path = db_url.removeprefix("sqlite:///")
+            _readers[db_url] = sa.create_engine(
+                f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
+        else:
+            _readers[db_url] = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    return _readers[db_url]
+
+
+def wait_mid_job(server: Server, job_id: int, db_url: str, *, timeout: float = 240) -> None:
+    """Until the job is in the middle: trials running, none of them being asked (see
+    test_sigkill_while_a_trial_is_being_asked), and at least one finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running, asked, finished = running_trials(db_url)
+        if running >= 1 and asked == running and finished >= 1:
+            return
+        assert server.process.poll() is None, server.log.read_text()
+        state = server.job(job_id)["state"]
+        assert state in ("queued", "running"), (
+            f"job {job_id} is {state} before the test saw a trial running after one finished "
+            f"(last seen: running, asked, finished = {running, asked, finished})")
+        assert time.monotonic() < deadline, (
+            f"no trial ran within {timeout} s: {server.job(job_id)}")
+        time.sleep(0.1)
+
+
+def check_nothing_lost(job: dict[str, Any], db_url: str, tracking_uri: str,
+                       *reasons: str) -> int:
+    """The invariants of a resumed job of :data:`JOB`; how many trials were lost (and
+    re-run), each for one of ``reasons``."""
+    job_id = job["id"]
+    assert job["state"] == "succeeded", job
+    progress = job["progress"]["optimizers"]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(f"job-{job_id}-{JOB['name']}")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    trial_runs: dict[tuple[str, int], list[Any]] = {}
+    for run in runs:
+        if run.data.tags.get("tuner.level") == "trial":
+            key = (run.data.tags["tuner.optimizer"], int(run.data.tags["tuner.trial"]))
+            trial_runs.setdefault(key, []).append(run)
+
+    lost_total = 0
+    for name in JOB["optimizers"]:
+        study = optuna.load_study(study_name=f"job-{job_id}-{name}", storage=db_url)
+        trials = study.get_trials(deepcopy=False)
+        assert [t.number for t in trials if not t.state.is_finished()] == []
+        lost = [t for t in trials if t.user_attrs.get("tuner_state") == "LOST"]
+        assert {t.user_attrs["reason"] for t in lost} <= set(reasons), [
+            t.user_attrs for t in lost]
+        lost_total += len(lost)
+        assert len(trials) - len(lost) == JOB["trials"], [
+            (t.number, t.state, t.user_attrs) for t in trials]
+        for t in lost:
+            assert t.state == TrialState.FAIL and t.user_attrs["tuner_state"] == "LOST"
+            reruns = [u for u in trials if u.user_attrs.get("rerun_of") == t.number]
+            assert len(reruns) == 1, (t.number, [u.user_attrs for u in trials])
+            # A trial killed while it was asked has some parameters only; Optuna samples the
+            # others of its re-run.
+            assert reruns[0].params.items() >= t.params.items()
+        for t in trials:
+            recorded = trial_runs.get((name, t.number), [])
+            assert len(recorded) == 1, (name, t.number, [r.info.run_id for r in recorded])
+            run = recorded[0]
+            assert run.info.status in ("FINISHED", "FAILED", "KILLED"), run.info.status
+            assert run.data.tags["tuner.state"] == TrialOutcome(
+                t.user_attrs["tuner_state"]).mlflow_state, (name, t.number, run.data.tags,
+                                                            t.user_attrs)
+            if t in lost:
+                assert run.data.tags.get("tuner.reason") == t.user_attrs["reason"]
+        numbers = {t.number for t in trials}
+        assert {n for (o, n) in trial_runs if o == name} == numbers
+
+        states = [t.user_attrs["tuner_state"] for t in trials if t not in lost]
+        counts = progress[name]
+        assert counts["complete"] == states.count("COMPLETE"), (name, counts, states)
+        assert counts["pruned"] == states.count("PRUNED"), (name, counts, states)
+        assert counts["diverged"] == states.count("DIVERGED"), (name, counts, states)
+        assert counts["failed"] == states.count("FAIL"), (name, counts, states)
+        assert counts["lost"] == len(lost), (name, counts, len(lost))
+        assert counts["finished"] == JOB["trials"] and counts["running"] == 0, counts
+        assert counts["final_done"] == counts["final_total"] == JOB["final_seeds"], counts
+    assert len(trial_runs) == sum(
+        len(optuna.load_study(study_name=f"job-{job_id}-{n}", storage=db_url).trials)
+        for n in JOB["optimizers"])
+    return lost_total
