@@ -11,6 +11,7 @@
 | ``TUNER_URL``           | unset: the local store (``--server``) | ``http://host:8000``  |
 | ``TUNER_MAX_CODE_MB``   | 50: the largest code archive ``tuner submit --code`` may send      |
 | ``TUNER_DB_RETRY_S``    | 60: seconds a database outage is ridden out (retries, backoff) |
+| ``TUNER_MLFLOW_RETRY_S`` | 60: seconds an MLflow outage is ridden out (retries, backoff) |
 | ``TUNER_ALLOWED_ORIGINS`` | unset: web pages of other origins may not write | ``https://ui.x`` |
 """
 
@@ -62,6 +63,12 @@ class Settings(BaseSettings):
         default=60.0, ge=0, le=86_400, validation_alias=AliasChoices("TUNER_DB_RETRY_S"),
         description="Seconds work on the jobs database is retried, with backoff, while the "
         "database is unreachable; a longer outage fails the job.",
+    )
+    mlflow_retry_s: float = Field(
+        default=60.0, ge=0, le=86_400, validation_alias=AliasChoices("TUNER_MLFLOW_RETRY_S"),
+        description="Seconds an MLflow call is retried, with backoff, while the tracking "
+        "server cannot be reached; a longer outage fails the job (at its very end, after "
+        "its results are stored, it only leaves MLflow's copy incomplete).",
     )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("TUNER_ALLOWED_ORIGINS"),

@@ -164,13 +164,23 @@ def run_job(
         progress_now = coordinator.progress.to_dict() if coordinator is not None else None
         _end(url, job_id, state, progress=progress_now, **why)
 
+    def cancelled() -> bool:
+        # Polled between events: MLflow away for longer than TUNER_MLFLOW_RETRY_S (a call
+        # of the job could not be made) fails the job here, its trials ended everywhere.
+        if tracker is not None:
+            tracker.check()
+        return should_cancel() if should_cancel is not None else False
+
     try:
         tracker = JobTracker(settings.tracking_uri, settings.artifact_root, job_id=job_id,
-                             job_name=spec.name)
+                             job_name=spec.name, retry_s=settings.mlflow_retry_s)
         coordinator = Coordinator(settings, job_id, spec, tracker, on_progress=progress,
-                                  should_cancel=should_cancel, should_stop=should_stop,
+                                  should_cancel=cancelled, should_stop=should_stop,
                                   warm=warm)
         search = coordinator.run()
+        # Every trial and final run is in MLflow before the job can succeed.
+        tracker.flush()
+        tracker.check()
     except JobCancelled as e:
         end(store.JobState.CANCELLED, "KILLED", message=str(e))
         raise
@@ -192,12 +202,16 @@ def run_job(
         end(store.JobState.FAILED, "FAILED",
             error=f"recording the results failed: {type(e).__name__}: {e}")
         raise
-    # The jobs table holds the result; MLflow gets its copy (an MLflow outage now never
-    # turns a finished job into a failed one) before the table says "succeeded", so whoever
-    # sees a succeeded job finds every one of its MLflow runs ended.
+    # The jobs table holds the result; MLflow gets its copy (an MLflow outage now, longer
+    # than TUNER_MLFLOW_RETRY_S, never turns a finished job into a failed one: the job's
+    # event says what is missing) before the table says "succeeded", so whoever sees a
+    # succeeded job finds every one of its MLflow runs ended.
     _best_effort(lambda: _log_to_mlflow(tracker, spec, result), job_id)
     tracker.close()
-    riding_out(settings, what=f"job {job_id}")(partial(_succeeded, url, job_id))
+    message = None
+    if tracker.failure is not None:
+        message = f"succeeded, but MLflow's copy of its results is incomplete: {tracker.failure}"
+    riding_out(settings, what=f"job {job_id}")(partial(_succeeded, url, job_id, message))
     return outcome
 
 
@@ -277,11 +291,12 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
     return result
 
 
-def _succeeded(url: str, job_id: int) -> None:
+def _succeeded(url: str, job_id: int, message: str | None = None) -> None:
     from tuner import store
 
     with store.session_scope(url) as session:
-        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED)
+        store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED,
+                        message=message)
 
 
 def _log_to_mlflow(tracker: Any, spec: JobSpec, result: dict[str, Any]) -> None:

@@ -8,24 +8,90 @@ the best setting (``final``). Trial and final runs carry ``tuner.job``, ``tuner.
 Logging is off the trial's critical path: a single background thread owns the client and
 executes the calls in order, and a trial's per-epoch metrics go out in one ``log_batch``
 when the trial ends (against a tracking server one call costs ~55 ms, DESIGN.md).
+
+An MLflow outage (the tracking server stopped, restarting, answering 5xx) is ridden out: a
+call that fails because MLflow cannot be reached (:func:`is_mlflow_outage`) is made again,
+with backoff (0.5 s doubling to 8 s), for up to ``TUNER_MLFLOW_RETRY_S``, in order; the
+logging thread's queue grows meanwhile and the job's end waits for it. Every call is safe to
+repeat: a run is created with a ``tuner.create_id`` tag and looked up by it before it is
+created again, metrics keep their timestamps (MLflow skips a metric it has), the rest
+overwrites. MLflow's own HTTP retries are off (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` unless
+set): on a refused connection they would hold one call ~4 minutes, past the budget, and
+repeat a POST whose answer was lost. A longer outage makes :attr:`JobTracker.failure` an
+:class:`MlflowUnavailableError` (later calls are tried once) that :meth:`JobTracker.check`
+raises: the job fails (:mod:`tuner.jobs`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["LEADERBOARD_VIEW", "JobTracker", "close_running", "experiment_link",
-           "has_leaderboard_view", "leaderboard_view_state", "run_name", "ui_base"]
+from tuner.errors import TunerError
+
+__all__ = ["LEADERBOARD_VIEW", "JobTracker", "MlflowUnavailableError", "close_running",
+           "experiment_link", "has_leaderboard_view", "is_mlflow_outage",
+           "leaderboard_view_state", "run_name", "ui_base"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+_CREATE_TAG = "tuner.create_id"  # makes creating a run safe to repeat
+#: An MLflow server's answers that say it is failing now, not that the request is wrong.
+_OUTAGE_STATUS = frozenset({429, 500, 503, 504})
+
+T = TypeVar("T")
+
+
+class MlflowUnavailableError(TunerError, ConnectionError):
+    """MLflow could not be reached for ``TUNER_MLFLOW_RETRY_S``: a call of a job was not
+    made, so its MLflow runs are incomplete."""
+
+
+def is_mlflow_outage(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says MLflow cannot be reached now: no connection
+    (refused, reset, a host name that does not resolve), a timeout, a tracking server that
+    answers it is failing (500, 502 to 504, 429), or the database of a tracking store
+    unreachable; not a request MLflow refuses (4xx)."""
+    import requests
+    from mlflow.exceptions import MlflowException, RestException
+
+    from tuner.outages import is_database_outage
+
+    if is_database_outage(error):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MlflowUnavailableError):
+            return False  # the verdict of a retry that gave up, not a symptom
+        if isinstance(current, requests.ConnectionError | requests.Timeout
+                      | requests.exceptions.RetryError
+                      | requests.exceptions.ChunkedEncodingError
+                      | ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, requests.HTTPError):  # the artifact repository's answers
+            response = current.response
+            return response is not None and response.status_code in _OUTAGE_STATUS | {502}
+        if isinstance(current, MlflowException) and (
+            # What the server answered (a JSON error, or another body: "API request to
+            # endpoint ... failed with error code 503"), not an error of the client's own.
+            isinstance(current, RestException)
+            or str(current).startswith("API request to endpoint")
+        ):
+            return current.get_http_status_code() in _OUTAGE_STATUS
+        current = current.__cause__ or current.__context__
+    return False
 
 #: The columns of the leaderboard table artifact -> the leaderboard row's keys.
 _TABLE_COLUMNS = {
@@ -143,12 +209,17 @@ class JobTracker:
         artifact_root: Artifact location of a new experiment (``None``: the server decides).
         job_id: The job's id in the jobs table.
         job_name: Its name; the experiment is ``job-<id>-<name>``.
+        retry_s: How long a call is retried while MLflow cannot be reached
+            (``None``: ``TUNER_MLFLOW_RETRY_S``).
     """
 
     def __init__(self, tracking_uri: str, artifact_root: str | None, *, job_id: int,
-                 job_name: str) -> None:
+                 job_name: str, retry_s: float | None = None) -> None:
+        from tuner.config import get_settings
+
         self._client: Any = None  # made on first use: importing MLflow takes seconds
         self.tracking_uri = tracking_uri
+        retry_s = get_settings().mlflow_retry_s if retry_s is None else retry_s
         self.artifact_root = artifact_root
         self.job_id = job_id
         self.experiment_name = f"job-{job_id}-{job_name}"
@@ -161,6 +232,8 @@ class JobTracker:
         self._lock = threading.Lock()
         self.errors: list[str] = []
         self.resumed = False
+        #: The client through which every call is made: retried while MLflow is away.
+        self.mlflow: Any = _RetryingClient(lambda: self.client, tracking_uri, retry_s)
 
     @property
     def client(self) -> Any:
@@ -171,16 +244,20 @@ class JobTracker:
             # MLflow announces the creation of its tables at INFO (its import sets the
             # level); the progress bars are enough.
             logging.getLogger("mlflow").setLevel(logging.WARNING)
+            if self.tracking_uri.startswith(("http://", "https://")):
+                # Calls are retried here, within retry_s (module docstring); MLflow's own
+                # retries would hold one call ~4 minutes and repeat a POST.
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
     # -- the job and its optimizers (synchronous: done once, before any trial) -------------
 
     def start(self, *, spec: Mapping[str, Any], optimizers: Iterable[str]) -> None:
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        experiment = self.mlflow.get_experiment_by_name(self.experiment_name)
         self.resumed = experiment is not None  # a new experiment has no runs to look up
         if experiment is None:
-            self.experiment_id = self.client.create_experiment(
+            self.experiment_id = self.mlflow.create_experiment(
                 self.experiment_name,
                 artifact_location=(
                     f"{self.artifact_root}/{self.experiment_name}" if self.artifact_root else None
@@ -201,20 +278,20 @@ class JobTracker:
                     for r in existing}
         job_run = by_level.get(("job", None))
         if job_run is None:
-            job_run = self.client.create_run(
+            job_run = self.mlflow.create_run(
                 self.experiment_id,
                 run_name=f"job {self.job_id} {spec.get('name', '')}".strip(),
                 tags={"tuner.level": "job", "tuner.job": str(self.job_id),
                       "tuner.task": str(spec["task"])},
             )
-            self._log_batch_now(job_run.info.run_id, params=_flatten(spec))
+            self.mlflow.log_batches(job_run.info.run_id, params=_flatten(spec))
         elif job_run.info.status != "RUNNING":
-            self.client.update_run(job_run.info.run_id, status="RUNNING")
+            self.mlflow.update_run(job_run.info.run_id, status="RUNNING")
         self.job_run_id = job_run.info.run_id
         for name in optimizers:
             run = by_level.get(("optimizer", name))
             if run is None:
-                run = self.client.create_run(
+                run = self.mlflow.create_run(
                     self.experiment_id,
                     run_name=name,
                     tags={"mlflow.parentRunId": self.job_run_id, "tuner.level": "optimizer",
@@ -229,7 +306,7 @@ class JobTracker:
         runs: list[Any] = []
         token = None
         while True:
-            page = self.client.search_runs(
+            page = self.mlflow.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`tuner.level` = '{level}' and tags.`tuner.job` = "
                               f"'{self.job_id}'",
@@ -266,9 +343,9 @@ class JobTracker:
         }
 
         def create() -> None:
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            run = self.mlflow.create_run(self.experiment_id, run_name=name, tags=all_tags)
             self._runs[key] = run.info.run_id
-            self._log_batch_now(run.info.run_id, params=params)
+            self.mlflow.log_batches(run.info.run_id, params=params)
 
         self._submit(create)
 
@@ -297,8 +374,8 @@ class JobTracker:
             run_id = self._runs.get(key)
             if run_id is None:
                 return  # its creation failed and was reported already
-            self._log_batch_now(run_id, metrics=metrics, tags=all_tags)
-            self.client.set_terminated(run_id, status=status)
+            self.mlflow.log_batches(run_id, metrics=metrics, tags=all_tags)
+            self.mlflow.set_terminated(run_id, status=status)
 
         self._submit(finish)
 
@@ -308,7 +385,7 @@ class JobTracker:
         def set_tags() -> None:
             run_id = self._runs.get(key)
             if run_id is not None:
-                self._log_batch_now(run_id, tags=tags)
+                self.mlflow.log_batches(run_id, tags=tags)
 
         self._submit(set_tags)
 
@@ -322,7 +399,7 @@ class JobTracker:
     def log_job_params(self, params: Mapping[str, Any]) -> None:
         """Add parameters to the job run (e.g. what the learning-rate range test found)."""
         run_id = self.job_run_id
-        self._submit(lambda: self._log_batch_now(run_id, params=params))
+        self._submit(lambda: self.mlflow.log_batches(run_id, params=params))
 
     def log_optimizer(self, optimizer: str, *, metrics: Mapping[str, float],
                       params: Mapping[str, Any], headline: str | None = None,
@@ -332,10 +409,10 @@ class JobTracker:
         run_id = self.optimizer_runs[optimizer]
 
         def log() -> None:
-            self._log_batch_now(run_id, params=params, metrics=_metrics(metrics))
+            self.mlflow.log_batches(run_id, params=params, metrics=_metrics(metrics))
             if headline:
-                self.client.update_run(run_id, name=f"{optimizer} {headline}")
-            self.client.set_terminated(run_id, status=status)
+                self.mlflow.update_run(run_id, name=f"{optimizer} {headline}")
+            self.mlflow.set_terminated(run_id, status=status)
 
         self._submit(log)
 
@@ -345,19 +422,19 @@ class JobTracker:
         """End the job run: summary metrics, text artifacts (name -> content) and files;
         ``headline`` is appended to its name (the winner, visible before any click)."""
         self.flush()
-        self._log_batch_now(self.job_run_id, metrics=_metrics(metrics))
+        self.mlflow.log_batches(self.job_run_id, metrics=_metrics(metrics))
         if headline:
-            run = self.client.get_run(self.job_run_id)
-            self.client.update_run(self.job_run_id, name=f"{run.info.run_name} · {headline}")
+            run = self.mlflow.get_run(self.job_run_id)
+            self.mlflow.update_run(self.job_run_id, name=f"{run.info.run_name} · {headline}")
         for name, content in (artifacts or {}).items():
-            self.client.log_text(self.job_run_id, content, name)
+            self.mlflow.log_text(self.job_run_id, content, name)
         for path in files:
-            self.client.log_artifact(self.job_run_id, path)
+            self.mlflow.log_artifact(self.job_run_id, path)
         for run_id in self.optimizer_runs.values():
-            run = self.client.get_run(run_id)
+            run = self.mlflow.get_run(run_id)
             if run.info.status == "RUNNING":
-                self.client.set_terminated(run_id, status=status)
-        self.client.set_terminated(self.job_run_id, status=status)
+                self.mlflow.set_terminated(run_id, status=status)
+        self.mlflow.set_terminated(self.job_run_id, status=status)
 
     def publish_leaderboard(self, rows: Sequence[Mapping[str, Any]], *, metric: str) -> None:
         """What the Runs table opens on (:func:`experiment_link` with ``leaderboard``).
@@ -372,11 +449,10 @@ class JobTracker:
             for key, source in _TABLE_COLUMNS.items():
                 columns[key].append(row.get(source))
         try:
-            self._log_batch_now(self.job_run_id, metrics=_metrics({"rank": 0.0}))
-            self.client.log_table(self.job_run_id, data=columns,
-                                  artifact_file="leaderboard_table.json")
+            self.mlflow.log_batches(self.job_run_id, metrics=_metrics({"rank": 0.0}))
+            self.mlflow.log_table(self.job_run_id, columns, "leaderboard_table.json")
             # Last: the link to the view is printed only when all of it is there.
-            self.client.set_experiment_tag(self.experiment_id,
+            self.mlflow.set_experiment_tag(self.experiment_id,
                                            f"{_VIEW_TAG}{LEADERBOARD_VIEW}",
                                            leaderboard_view_state(metric))
         except Exception as e:  # noqa: BLE001 - the job run is ended either way
@@ -386,7 +462,7 @@ class JobTracker:
     def log_files(self, paths: Iterable[Path], *, artifact_path: str) -> None:
         """Log files (e.g. the report's PNGs) as artifacts of the job run."""
         for path in paths:
-            self.client.log_artifact(self.job_run_id, str(path), artifact_path=artifact_path)
+            self.mlflow.log_artifact(self.job_run_id, str(path), artifact_path=artifact_path)
 
     def flush(self) -> None:
         """Wait until every queued MLflow call has been made."""
@@ -399,13 +475,26 @@ class JobTracker:
         self.flush()
         self._executor.shutdown(wait=True)
 
+    @property
+    def failure(self) -> MlflowUnavailableError | None:
+        """Set once a call could not be made within ``retry_s``: the job's runs are
+        incomplete."""
+        failure: MlflowUnavailableError | None = self.mlflow.failure
+        return failure
+
+    def check(self) -> None:
+        """Raise :attr:`failure` if a call of this job could not be made: MLflow was away
+        longer than ``TUNER_MLFLOW_RETRY_S``."""
+        if self.failure is not None:
+            raise MlflowUnavailableError(str(self.failure))
+
     # -- internals -------------------------------------------------------------------------
 
     def _submit(self, call: Callable[[], None]) -> None:
         def guarded() -> None:
             try:
                 call()
-            except Exception as e:  # noqa: BLE001 - logging must never kill the job
+            except Exception as e:  # noqa: BLE001 - the job checks `failure` (check())
                 logger.warning("MLflow logging failed: %s", e)
                 self.errors.append(str(e))
 
@@ -413,32 +502,181 @@ class JobTracker:
             self._pending = [f for f in self._pending if not f.done()]
             self._pending.append(self._executor.submit(guarded))
 
-    def _log_batch_now(self, run_id: str, *, metrics: list[Any] | None = None,
-                       params: Mapping[str, Any] | None = None,
-                       tags: Mapping[str, str] | None = None) -> None:
+
+class _RetryingClient:
+    """An MLflow client whose every call is made again, with backoff (0.5 s doubling to 8 s),
+    while it fails because MLflow cannot be reached (:func:`is_mlflow_outage`), for up to
+    ``retry_s``; then :attr:`failure` is set and raised, and later calls are tried once.
+    Creating a run or an experiment and logging a table are made safe to repeat here; the
+    other calls the tracker makes are (metrics keep their timestamps, the rest overwrites).
+    """
+
+    def __init__(self, client: Callable[[], Any], tracking_uri: str, retry_s: float) -> None:
+        self._client = client  # the tracker's, made on first use
+        self.uri = _public_uri(tracking_uri)
+        self.retry_s = retry_s
+        self.failure: MlflowUnavailableError | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            method = getattr(self._client(), name)
+            return self.retry(lambda: method(*args, **kwargs), what=name)
+
+        return call
+
+    def retry(self, call: Callable[[], T], *, what: str) -> T:
+        deadline: float | None = None
+        delay = 0.5
+        while True:
+            try:
+                result = call()
+            except Exception as e:
+                if not is_mlflow_outage(e):
+                    raise
+                with self._lock:
+                    failure = self.failure
+                if failure is not None:  # MLflow was away too long already: no pause
+                    raise MlflowUnavailableError(str(failure)) from e
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.retry_s
+                    logger.warning("MLflow at %s cannot be reached (%s); retrying for up to "
+                                   "%g s (TUNER_MLFLOW_RETRY_S)", self.uri, _cause(e),
+                                   self.retry_s)
+                if now >= deadline:
+                    raise self._give_up(what, e) from e
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 8.0)
+                continue
+            if deadline is not None:
+                logger.info("MLflow at %s answers again; going on", self.uri)
+            return result
+
+    def _give_up(self, what: str, error: Exception) -> MlflowUnavailableError:
+        failure = MlflowUnavailableError(
+            f"the MLflow tracking server {self.uri} could not be reached for "
+            f"{self.retry_s:g} s (TUNER_MLFLOW_RETRY_S), so this job's MLflow runs are "
+            f"incomplete; {what}: {_cause(error)}"
+        )
+        with self._lock:
+            if self.failure is None:
+                self.failure = failure
+                logger.error("%s", failure)
+            return self.failure
+
+    def create_run(self, experiment_id: str, *, run_name: str,
+                   tags: Mapping[str, str]) -> Any:
+        """``create_run``, safe to repeat: its ``tuner.create_id`` finds the run an attempt
+        whose answer was lost did create."""
+        create_id = uuid.uuid4().hex
+        tags = {**tags, _CREATE_TAG: create_id}
+        attempted = False
+
+        def create() -> Any:
+            nonlocal attempted
+            client = self._client()
+            if attempted:
+                found = client.search_runs(
+                    [experiment_id], filter_string=f"tags.`{_CREATE_TAG}` = '{create_id}'",
+                    max_results=1)
+                if found:
+                    return found[0]
+            attempted = True
+            return client.create_run(experiment_id, run_name=run_name, tags=tags)
+
+        return self.retry(create, what=f"creating the run {run_name!r}")
+
+    def create_experiment(self, name: str, *, artifact_location: str | None = None,
+                          tags: Mapping[str, str]) -> str:
+        """``create_experiment``, safe to repeat: its name, unique, is looked up first."""
+        attempted = False
+
+        def create() -> str:
+            nonlocal attempted
+            client = self._client()
+            if attempted:
+                found = client.get_experiment_by_name(name)
+                if found is not None:
+                    return str(found.experiment_id)
+            attempted = True
+            return str(client.create_experiment(name, artifact_location=artifact_location,
+                                                tags=dict(tags)))
+
+        return self.retry(create, what=f"creating the experiment {name!r}")
+
+    def log_batches(self, run_id: str, *, metrics: list[Any] | None = None,
+                    params: Mapping[str, Any] | None = None,
+                    tags: Mapping[str, str] | None = None) -> None:
+        """``log_batch`` as often as it takes (MLflow caps one at 1000 metrics, 100 params
+        and 100 tags)."""
         from mlflow.entities import Param, RunTag
 
         param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         metric_list = list(metrics or [])
-        # MLflow caps one batch at 1000 metrics, 100 params and 100 tags.
         while metric_list or param_list or tag_list:
-            self.client.log_batch(
-                run_id,
-                metrics=metric_list[:_BATCH_LIMIT],
-                params=param_list[:100],
-                tags=tag_list[:100],
-            )
+            self.log_batch(run_id, metrics=metric_list[:_BATCH_LIMIT], params=param_list[:100],
+                           tags=tag_list[:100])
             metric_list, param_list, tag_list = (
                 metric_list[_BATCH_LIMIT:], param_list[100:], tag_list[100:]
             )
+
+    def log_table(self, run_id: str, columns: Mapping[str, list[Any]], name: str) -> None:
+        """What ``log_table`` writes (split-oriented JSON, a table in the UI), safe to
+        repeat: ``log_table`` appends to a table that is there already."""
+        import json
+
+        rows = [[_json_value(value) for value in row]
+                for row in zip(*columns.values(), strict=True)]
+        table = json.dumps({"columns": list(columns), "data": rows}, allow_nan=False)
+        self.log_text(run_id, table, name)
+        logged = json.loads(self.get_run(run_id).data.tags.get("mlflow.loggedArtifacts", "[]"))
+        entry = {"path": name, "type": "table"}
+        if entry not in logged:
+            self.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps([*logged, entry]))
+
+
+def _public_uri(uri: str) -> str:
+    """``uri`` without a user name and password."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def _cause(error: BaseException) -> str:
+    """The first line of what went wrong at the bottom of ``error``'s chain, e.g.
+    ``ConnectionRefusedError: [Errno 111] Connection refused``."""
+    seen: set[int] = set()
+    current = error
+    while id(current) not in seen:
+        seen.add(id(current))
+        below = current.__cause__ or current.__context__
+        if below is None:
+            break
+        current = below
+    text = " ".join(str(current).split())
+    return f"{type(current).__name__}: {text[:200]}"
+
+
+def _json_value(value: Any) -> Any:
+    """A table cell as JSON: NumPy scalars as Python's, NaN and inf as null."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def close_running(tracker: JobTracker, *, reason: str, status: str = "FAILED") -> int:
     """End every run of ``tracker``'s job left RUNNING (its coordinator could not: the
     database or MLflow was away when the job failed) as ``status``; trial and final runs get
     ``tuner.state`` FAIL and ``tuner.reason``. How many were ended."""
-    client = tracker.client
+    client = tracker.mlflow
     experiment = client.get_experiment_by_name(tracker.experiment_name)
     if experiment is None:
         return 0
