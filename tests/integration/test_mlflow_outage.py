@@ -10,14 +10,21 @@ once the job's trial runs are there and started again on the same port and store
 - never, with ``TUNER_MLFLOW_RETRY_S=5``: the job fails with an error naming the server and
   the setting, every Optuna trial ended; once the server is back, no trial has two runs and
   closing the job's books (what ``tuner serve`` does) leaves nothing RUNNING.
+
+And every call the tracker makes is safe to repeat: through a proxy that loses every other
+answer of the server to a write (the server did it; the client cannot know), each run,
+metric and table is there once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +44,7 @@ from tuner.jobs import create_local_job, run_job
 from tuner.recovery import close_books
 from tuner.results import TrialOutcome
 from tuner.spec import JobSpec, parse_job
-from tuner.tracking import MlflowUnavailableError, has_leaderboard_view
+from tuner.tracking import JobTracker, MlflowUnavailableError, has_leaderboard_view
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 
@@ -204,3 +211,111 @@ def test_a_tracking_server_away_for_longer_fails_the_job_with_a_clear_error(
             # A run whose end MLflow did not get in time is closed as FAIL.
             assert run.data.tags["tuner.state"] in (expected.mlflow_state, "FAIL"), (
                 name, number, run.data.tags)
+
+
+class LosingProxy:
+    """A TCP proxy to a tracking server that loses every other answer to a write: the
+    request reaches the server, which does it and answers, but the client's connection is
+    reset instead (an answer lost to a dropped connection)."""
+
+    WRITES = ("/experiments/create", "/runs/create", "/runs/log-batch", "/runs/update",
+              "/runs/set-tag", "/experiments/set-experiment-tag", "mlflow-artifacts/artifacts")
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.seen: dict[str, int] = {}
+        self.lost: list[str] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.port))
+        lose = threading.Event()
+
+        def answers() -> None:
+            try:
+                while data := upstream.recv(65536):
+                    if lose.is_set():  # the server answered: the client never hears it
+                        break
+                    client.sendall(data)
+            except OSError:
+                pass
+            for end in (client, upstream):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)  # wakes the other thread's recv
+                except OSError:
+                    pass
+                end.close()
+
+        threading.Thread(target=answers, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                method, _, rest = line.partition(" ")
+                path = rest.split(" ", 1)[0]
+                write = next((w for w in self.WRITES if w in path), None)
+                if method in ("POST", "PUT") and write is not None:
+                    with self._lock:
+                        self.seen[write] = self.seen.get(write, 0) + 1
+                        if self.seen[write] % 2 == 1:
+                            self.lost.append(path)
+                            lose.set()
+                upstream.sendall(data)
+        except OSError:
+            pass
+
+
+def test_every_call_is_safe_to_repeat_when_its_answer_is_lost(server: TrackingServer) -> None:
+    proxy = LosingProxy(server.port)
+    tracker = JobTracker(proxy.url, None, job_id=1, job_name="lossy", retry_s=120)
+    try:
+        tracker.start(spec={"task": "rosenbrock", "name": "lossy"}, optimizers=["adam"])
+        tracker.run_started("adam/trial/0", optimizer="adam", level="trial", number=0,
+                            name="adam #0", params={"lr": 0.01}, tags={"tuner.seed": "0"})
+        tracker.run_finished("adam/trial/0", state="COMPLETE", epochs=[
+            {"epoch": 1, "metrics": {"val_loss": 2.0}},
+            {"epoch": 2, "metrics": {"val_loss": 1.0}}], summary={"final_val_loss": 1.0})
+        board = [{"rank": 1, "optimizer": "adam", "mean": 1.0, "std": 0.0, "best": 1.0}]
+        tracker.log_optimizer("adam", metrics={"rank": 1}, params={}, headline="#1 1")
+        tracker.publish_leaderboard(board, metric="val_loss")
+        tracker.finish_job(status="FINISHED", metrics={"adam.val_loss": 1.0},
+                           artifacts={"export.yaml": "job: 1\n"}, headline="adam 1")
+        tracker.close()
+    finally:
+        proxy.close()
+
+    assert tracker.failure is None and tracker.errors == []
+    # Answers to each kind of write were lost, and made again.
+    assert {w for w in LosingProxy.WRITES if any(w in p for p in proxy.lost)} == {
+        "/experiments/create", "/runs/create", "/runs/log-batch", "/runs/update",
+        "/runs/set-tag", "/experiments/set-experiment-tag", "mlflow-artifacts/artifacts"}
+    client = MlflowClient(tracking_uri=server.url)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "job-1-lossy"]
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.data.tags["tuner.level"] for r in runs) == ["job", "optimizer", "trial"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    by_level = {r.data.tags["tuner.level"]: r for r in runs}
+    trial = by_level["trial"]
+    history = client.get_metric_history(trial.info.run_id, "val_loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (2, 1.0)]
+    assert trial.data.params == {"lr": "0.01"}
+    assert trial.data.tags["tuner.state"] == "COMPLETE"
+    job_run = by_level["job"]
+    assert job_run.info.run_name == "job 1 lossy · adam 1"
+    table = client.download_artifacts(job_run.info.run_id, "leaderboard_table.json")
+    assert json.loads(Path(table).read_text())["data"] == [[1, "adam", 1.0, 0.0, None, None,
+                                                           None, None, 1.0, None, None, None]]
+    assert has_leaderboard_view(server.url, experiment.experiment_id)
