@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from tuner.errors import TunerError
@@ -477,10 +477,8 @@ class JobTracker:
 
     @property
     def failure(self) -> MlflowUnavailableError | None:
-        """Set once a call could not be made within ``retry_s``: the job's runs are
-        incomplete."""
-        failure: MlflowUnavailableError | None = self.mlflow.failure
-        return failure
+        """Set once a call could not be made within ``retry_s``: the runs are incomplete."""
+        return cast("MlflowUnavailableError | None", self.mlflow.failure)
 
     def check(self) -> None:
         """Raise :attr:`failure` if a call of this job could not be made: MLflow was away
@@ -494,8 +492,10 @@ class JobTracker:
         def guarded() -> None:
             try:
                 call()
-            except Exception as e:  # noqa: BLE001 - the job checks `failure` (check())
-                logger.warning("MLflow logging failed: %s", e)
+            except Exception as e:  # noqa: BLE001 - an outage: the job checks `failure`
+                # (logged once, when the retries gave up); a refused request: the job goes on.
+                log = logger.debug if isinstance(e, MlflowUnavailableError) else logger.warning
+                log("MLflow logging failed: %s", e)
                 self.errors.append(str(e))
 
         with self._lock:

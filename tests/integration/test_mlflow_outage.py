@@ -181,12 +181,12 @@ def test_a_tracking_server_away_for_longer_fails_the_job_with_a_clear_error(
     assert row.state == "failed"
     assert row.error == f"MlflowUnavailableError: {message}"
     assert row.progress["optimizers"]["sgd"]["running"] == 0
-    # Every trial it started ended in Optuna; the budget was not run out regardless.
+    # Every trial it started ended in Optuna, none beyond the budget.
     trials = {name: optuna.load_study(study_name=f"job-{job_id}-{name}",
                                       storage=settings.database_url).get_trials(deepcopy=False)
               for name in spec.optimizers}
     assert all(t.state.is_finished() for found in trials.values() for t in found), trials
-    assert sum(not lost(t) for found in trials.values() for t in found) < 2 * spec.trials
+    assert sum(not lost(t) for found in trials.values() for t in found) <= 2 * spec.trials
 
     # Once MLflow is back: no trial has two runs, and closing the job's books (tuner serve
     # does it for a failed job) ends what could not be ended while it was away.
