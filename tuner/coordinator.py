@@ -167,8 +167,7 @@ class Coordinator:
             recover(self.ledger)
             for name, study in self.ledger.studies.items():
                 if not study.trials:
-                    # Trial 0 of every optimizer is its library defaults: "several
-                    # optimizers at their defaults do about as well as tuning" (Crowded Valley).
+                    # Trial 0 is the library defaults (Crowded Valley: often about as good).
                     study.enqueue_trial(
                         self.ledger.spaces[name].defaults(train_size=self.ledger.train_size))
             self.progress.phase = "search"
@@ -225,6 +224,7 @@ class Coordinator:
                 raise JobCancelled(f"job {self.job_id} was cancelled")
             if self.should_stop():
                 raise JobInterrupted(f"job {self.job_id} was interrupted")
+            self.tracker.check()  # MLflow away past TUNER_MLFLOW_RETRY_S fails the job
             idle = self.pool.idle
             while idle and self._ride(partial(self._dispatch, idle[-1])) is True:
                 idle.pop()

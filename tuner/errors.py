@@ -17,8 +17,11 @@ red line and exits 1, the REST API answers with the same text.
      │                                             job goes back to the queue
      ├── TrialPruned(TunerError, RuntimeError)     raised by ``trial.report`` inside a user's
      │                                             training loop: stop training this trial
-     └── DatabaseUnavailableError(TunerError, ConnectionError)  the jobs database cannot be
-                                                   reached (down, refusing connections, locked)
+     ├── DatabaseUnavailableError(TunerError, ConnectionError)  the jobs database cannot be
+     │                                             reached (down, refusing connections, locked)
+     └── MlflowUnavailableError(TunerError, ConnectionError)  MLflow could not be reached
+                                                   for TUNER_MLFLOW_RETRY_S: a job's runs are
+                                                   incomplete
 """
 
 from __future__ import annotations
@@ -83,3 +86,8 @@ class TrialPruned(TunerError, RuntimeError):
 class DatabaseUnavailableError(TunerError, ConnectionError):
     """The jobs database cannot be reached now (server down or refusing connections, a
     dropped connection, a lock held too long): the same work may succeed later."""
+
+
+class MlflowUnavailableError(TunerError, ConnectionError):
+    """MLflow could not be reached for ``TUNER_MLFLOW_RETRY_S``: a call of a job was not
+    made, so its MLflow runs are incomplete."""

@@ -164,18 +164,11 @@ def run_job(
         progress_now = coordinator.progress.to_dict() if coordinator is not None else None
         _end(url, job_id, state, progress=progress_now, **why)
 
-    def cancelled() -> bool:
-        # Polled between events: MLflow away for longer than TUNER_MLFLOW_RETRY_S (a call
-        # of the job could not be made) fails the job here, its trials ended everywhere.
-        if tracker is not None:
-            tracker.check()
-        return should_cancel() if should_cancel is not None else False
-
     try:
         tracker = JobTracker(settings.tracking_uri, settings.artifact_root, job_id=job_id,
                              job_name=spec.name, retry_s=settings.mlflow_retry_s)
         coordinator = Coordinator(settings, job_id, spec, tracker, on_progress=progress,
-                                  should_cancel=cancelled, should_stop=should_stop,
+                                  should_cancel=should_cancel, should_stop=should_stop,
                                   warm=warm)
         search = coordinator.run()
         # Every trial and final run is in MLflow before the job can succeed.

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from tuner.errors import TunerError
+from tuner.errors import MlflowUnavailableError
 
-__all__ = ["LEADERBOARD_VIEW", "JobTracker", "MlflowUnavailableError", "close_running",
+__all__ = ["LEADERBOARD_VIEW", "JobTracker", "close_running",
            "experiment_link", "has_leaderboard_view", "is_mlflow_outage",
            "leaderboard_view_state", "run_name", "ui_base"]
 
@@ -50,11 +50,6 @@ _CREATE_TAG = "tuner.create_id"  # makes creating a run safe to repeat
 _OUTAGE_STATUS = frozenset({429, 500, 503, 504})
 
 T = TypeVar("T")
-
-
-class MlflowUnavailableError(TunerError, ConnectionError):
-    """MLflow could not be reached for ``TUNER_MLFLOW_RETRY_S``: a call of a job was not
-    made, so its MLflow runs are incomplete."""
 
 
 def is_mlflow_outage(error: BaseException) -> bool:

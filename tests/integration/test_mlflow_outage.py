@@ -36,15 +36,16 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from tests.integration.servers import free_port
 from tests.integration.test_engine import check_invariants, job_row, lost
-from tests.integration.test_mlflow_http import _free_port
 from tuner import store
 from tuner.config import Settings, get_settings
+from tuner.errors import MlflowUnavailableError
 from tuner.jobs import create_local_job, run_job
 from tuner.recovery import close_books
 from tuner.results import TrialOutcome
 from tuner.spec import JobSpec, parse_job
-from tuner.tracking import JobTracker, MlflowUnavailableError, has_leaderboard_view
+from tuner.tracking import JobTracker, has_leaderboard_view
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 
@@ -57,7 +58,7 @@ class TrackingServer:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
