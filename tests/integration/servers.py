@@ -193,6 +193,13 @@ class Server:
             assert time.monotonic() < deadline, f"job {job_id}: {job}\n{self.log.read_text()}"
             time.sleep(0.5)
 
+    def wait_for_log(self, text: str, *, timeout: float) -> None:
+        """Until the server's log says ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.5)
+
     def kill(self) -> None:
         """SIGKILL the server's process group (it and its local Ray's daemons); Ray's workers,
         in groups of their own, die with their raylet: wait until nothing of it is left."""

@@ -128,10 +128,7 @@ def test_a_long_outage_mid_job_fails_it_cleanly_and_healthz_says_so(
         assert any("jobs database" in p for p in body["problems"]), body
         # Longer than the server's retry budget (2 s): the job fails at its next database
         # call (a trial's tell, a progress write), which the log reports...
-        deadline = time.monotonic() + 300
-        while f"job {job_id}: failed after" not in server.log.read_text():
-            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
-            time.sleep(0.5)
+        server.wait_for_log(f"job {job_id}: failed after", timeout=300)
         assert health(server)[0] == 503
     finally:
         end()
@@ -281,10 +278,7 @@ def test_a_short_outage_mid_job_is_ridden_out_with_the_exact_budget(
     end = outage(admin, database)
     try:
         # Until the job has met the outage (a trial's tell), and no longer than 60 s.
-        deadline = time.monotonic() + 60
-        while "the database is away; pausing" not in server.log.read_text():
-            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
-            time.sleep(0.5)
+        server.wait_for_log("the database is away; pausing", timeout=60)
         assert health(server)[0] == 503
     finally:
         end()
