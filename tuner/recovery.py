@@ -80,6 +80,10 @@ def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], An
         ))
         key = f"{name}/trial/{frozen.number}"
         tags = {"tuner.reason": reason} if reason else {}
+        # Its epochs as the pruner saw them: the killed coordinator may not have logged them.
+        epochs = [{"epoch": step, "metrics": {spec.metric: curve[i]}}
+                  for i, step in enumerate(sorted(frozen.intermediate_values))
+                  ] if outcome in (TrialOutcome.COMPLETE, TrialOutcome.PRUNED) else []
         summary = {f"final_{spec.metric}": value} if value is not None else {}
         run = recorded.get((name, frozen.number))
         if run is None:  # its creation was still queued when the coordinator died
@@ -89,12 +93,12 @@ def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], An
                 tags={"tuner.seed": str(attrs.get("seed", "")),
                       "tuner.optuna_study": study.study_name},
             )
-            tracker.run_finished(key, state=outcome.mlflow_state, epochs=[], tags=tags,
+            tracker.run_finished(key, state=outcome.mlflow_state, epochs=epochs, tags=tags,
                                  summary=summary)
         else:
             tracker.adopt(key, run.info.run_id)
             if run.info.status == "RUNNING":
-                tracker.run_finished(key, state=outcome.mlflow_state, epochs=[], tags=tags,
+                tracker.run_finished(key, state=outcome.mlflow_state, epochs=epochs, tags=tags,
                                      summary=summary)
 
 
