@@ -35,10 +35,14 @@ if TYPE_CHECKING:
     from tuner.tracking import JobTracker
     from workers.actor import WorkerInfo
 
-__all__ = ["ASK_INTERRUPTED", "Ledger", "Slot"]
+__all__ = ["ASK_INTERRUPTED", "CURVE", "Ledger", "Slot"]
 
 #: Why a trial whose ``study.ask`` met a database outage was lost (it is run again).
 ASK_INTERRUPTED = "the database went away while the trial was asked"
+
+#: The Optuna user attribute with a trial's ``[epoch, metric]`` pairs when no pruner was
+#: told them as intermediate values (recovery logs them to MLflow if the run missed them).
+CURVE = "curve"
 
 
 @dataclass(eq=False)  # hashed by identity: a slot is in flight until it is handled
@@ -250,6 +254,12 @@ class Ledger:
         trial.set_user_attr("tuner_state", outcome.value)
         if reason:
             trial.set_user_attr("reason", reason[:500])
+        if self.spec.pruner == "none" and slot.epochs:
+            # No pruner was told the epochs: keep the metric's curve with the trial, so a
+            # coordinator killed before MLflow has them can still log them on recovery.
+            trial.set_user_attr(CURVE, [[e["epoch"], e["metrics"].get(self.spec.metric)
+                                         if is_finite(e["metrics"].get(self.spec.metric))
+                                         else None] for e in slot.epochs])
         penalty = self._penalty(slot) if outcome is TrialOutcome.DIVERGED else None
         # skip_if_finished: a tell repeated after a database outage (the first one may have
         # been written before the connection dropped) is not an error.

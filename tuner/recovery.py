@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tuner.ledger import CURVE
 from tuner.results import TrialOutcome, TrialRecord
 
 if TYPE_CHECKING:
@@ -73,16 +74,19 @@ def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], An
             # Killed inside `ask`, between two parameters: what was written is all there is
             # (its re-run samples the rest).
             hyper = dict(frozen.params)
-        curve = [frozen.intermediate_values[k] for k in sorted(frozen.intermediate_values)]
+        # Its epochs as the pruner saw them, or as the ledger kept them without a pruner:
+        # the killed coordinator may not have logged them to MLflow.
+        points = sorted(frozen.intermediate_values.items()) or [
+            (int(epoch), value) for epoch, value in attrs.get(CURVE, [])]
+        curve = [value for _, value in points]
         ledger.results[name].trials.append(TrialRecord(
             number=frozen.number, state=outcome.value, value=value, hyperparameters=hyper,
             epochs=len(curve), seconds=0.0, curve=curve, finished_at=0.0,
         ))
         key = f"{name}/trial/{frozen.number}"
         tags = {"tuner.reason": reason} if reason else {}
-        # Its epochs as the pruner saw them: the killed coordinator may not have logged them.
-        epochs = [{"epoch": step, "metrics": {spec.metric: curve[i]}}
-                  for i, step in enumerate(sorted(frozen.intermediate_values))
+        epochs = [{"epoch": epoch, "metrics": {spec.metric: value}}
+                  for epoch, value in points if value is not None
                   ] if outcome in (TrialOutcome.COMPLETE, TrialOutcome.PRUNED) else []
         summary = {f"final_{spec.metric}": value} if value is not None else {}
         run = recorded.get((name, frozen.number))
