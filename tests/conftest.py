@@ -6,6 +6,7 @@ PostgreSQL tests skip on a laptop without a server, never when ``CI=true``.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -85,10 +86,30 @@ def empty_jobs_tables(url: str) -> None:
         session.execute(sa.delete(store.Job))
 
 
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new, empty MLflow SQLite store, made by MLflow once per test run.
+
+    MLflow builds a new store's schema with its migrations, about 3 s each time; a test's
+    store is a copy of this one (the same file MLflow would make), so that cost is paid once.
+    Tests of `tuner run`, `tuner serve` and `tuner demo` in a home of their own still have
+    MLflow make theirs.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    made = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
+    made.engine.dispose()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def tuner_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tuner_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               mlflow_store_template: Path) -> Path:
     """An empty embedded store (SQLite jobs/studies, SQLite MLflow) in a temporary folder."""
     home = tmp_path / "tuner-home"
+    home.mkdir()
+    shutil.copyfile(mlflow_store_template, home / "mlflow.db")
     monkeypatch.setenv("TUNER_HOME", str(home))
     monkeypatch.delenv("TUNER_DB_URL", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

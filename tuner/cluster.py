@@ -43,6 +43,9 @@ def ensure_ray(address: str | None) -> None:
     # Workers import a user's `package.module:factory` from where tuner was started.
     path = os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(
+        # A new local Ray, even beside a `ray start` cluster on this machine (which
+        # address=None would join): RAY_ADDRESS is the one way to name a cluster.
+        address="local",
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,

@@ -38,7 +38,7 @@ TUNER = str(Path(sys.executable).with_name("tuner"))
 TOKEN = "restart-token"
 #: A job long enough to be interrupted in the middle (two optimizers, trials in parallel).
 JOB = {"name": "restart-me", "task": "digits-cnn", "optimizers": ["adam", "momentum"],
-       "trials": 5, "epochs": 30, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
+       "trials": 3, "epochs": 20, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
        "seed": 0}
 #: The variables of the test run's environment a server under test must not inherit.
 _NOT_INHERITED = ("RAY_ADDRESS", "TUNER_DB_URL", "MLFLOW_TRACKING_URI", "TUNER_URL",
