@@ -120,6 +120,22 @@ def test_digits_split_is_fixed_stratified_and_matches_the_tensors() -> None:
     np.testing.assert_array_equal(task.val.tensors[1].numpy(), y_val)
 
 
+def test_digits_split_is_scikit_learns_own() -> None:
+    """The images and the split are exactly what scikit-learn's load_digits and
+    train_test_split(test_size=0.2, stratify=y, random_state=0) give (read without it)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    expected = train_test_split((data.data / 16.0).astype(np.float32),
+                                data.target.astype(np.int64), test_size=0.2,
+                                stratify=data.target, random_state=0)
+    X_train, y_train, X_val, y_val = digits.digits_split()
+    for ours, theirs in zip((X_train, X_val, y_train, y_val), expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+        assert ours.dtype == theirs.dtype
+
+
 def test_autoencoder_reconstructs_its_inputs() -> None:
     task = digits.autoencoder(seed=0)
     X_val, targets = task.val.tensors

@@ -14,7 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,20 +38,30 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
     ``X`` is float32 of shape ``(n, 64)`` in [0, 1]; ``y`` is int64 in 0..9. Use it to compare
     against scikit-learn estimators on exactly the data the tasks train on.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    X = (digits.data / 16.0).astype(np.float32)  # pixel values are 0..16
-    y = digits.target.astype(np.int64)
-    arrays = train_test_split(
-        X, y, test_size=VAL_FRACTION, stratify=y, random_state=SPLIT_RANDOM_STATE
-    )
-    X_train, X_val, y_train, y_val = arrays
+    The images are the ones scikit-learn ships (``load_digits`` reads the same file), read
+    without importing scikit-learn, whose import costs a worker about 1.5 s; the split is
+    scikit-learn's ``train_test_split(test_size=0.2, stratify=y, random_state=0)``, stored as
+    its indices (``digits_split.npz``: the same on every scikit-learn version;
+    tests/unit/test_tasks.py checks it against scikit-learn).
+    """
+    data = np.loadtxt(_sklearn_data("digits.csv.gz"), delimiter=",")
+    X = (data[:, :-1] / 16.0).astype(np.float32)  # pixel values are 0..16
+    y = data[:, -1].astype(np.int64)
+    with np.load(Path(__file__).with_name("digits_split.npz")) as split:
+        train, val = split["train"].astype(np.intp), split["val"].astype(np.intp)
+    arrays = X[train], y[train], X[val], y[val]
     for array in arrays:
         array.setflags(write=False)  # cached and shared: nobody may change it in place
-    return X_train, y_train, X_val, y_val
+    return arrays
+
+
+def _sklearn_data(name: str) -> Path:
+    """A data file bundled with scikit-learn (found, not imported)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the digits tasks need scikit-learn (its bundled data)")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
 
 
 @lru_cache(maxsize=1)
