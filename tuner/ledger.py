@@ -257,9 +257,9 @@ class Ledger:
         if self.spec.pruner == "none" and slot.epochs:
             # No pruner was told the epochs: keep the metric's curve with the trial, so a
             # coordinator killed before MLflow has them can still log them on recovery.
-            trial.set_user_attr(CURVE, [[e["epoch"], e["metrics"].get(self.spec.metric)
-                                         if is_finite(e["metrics"].get(self.spec.metric))
-                                         else None] for e in slot.epochs])
+            values = [e["metrics"].get(self.spec.metric) for e in slot.epochs]
+            trial.set_user_attr(CURVE, [[e["epoch"], v if is_finite(v) else None]
+                                        for e, v in zip(slot.epochs, values, strict=True)])
         penalty = self._penalty(slot) if outcome is TrialOutcome.DIVERGED else None
         # skip_if_finished: a tell repeated after a database outage (the first one may have
         # been written before the connection dropped) is not an error.

@@ -128,8 +128,9 @@ def test_digits_split_is_scikit_learns_own() -> None:
 
     data = load_digits()
     expected = train_test_split((data.data / 16.0).astype(np.float32),
-                                data.target.astype(np.int64), test_size=0.2,
-                                stratify=data.target, random_state=0)
+                                data.target.astype(np.int64),
+                                test_size=digits.VAL_FRACTION, stratify=data.target,
+                                random_state=digits.SPLIT_RANDOM_STATE)
     X_train, y_train, X_val, y_val = digits.digits_split()
     for ours, theirs in zip((X_train, X_val, y_train, y_val), expected, strict=True):
         np.testing.assert_array_equal(ours, theirs)
