@@ -4,7 +4,7 @@ The same work, two ways, one after the other, each in a FRESH Python subprocess 
 temporary folder (fresh SQLite Optuna/jobs DB, fresh SQLite MLflow store, both logging to
 MLflow):
 
-  tuner   tuner.spec.parse_job -> tuner.jobs.create_local_job -> tuner.jobs.run_job
+  tuner   tuner.spec.parse_job -> tuner.engine.jobs.create_local_job -> tuner.engine.jobs.run_job
           (one study, TPE, no pruner, max_concurrent 2, final_seeds 0)
   script  ray.tune.Tuner(function trainable, OptunaSearch, num_samples=N,
           max_concurrent_trials=2, MLflowLoggerCallback), Tune's defaults otherwise
@@ -59,8 +59,8 @@ def _child_tuner(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: F401
 
     import search_spaces  # noqa: F401
-    import tuner.coordinator  # noqa: F401
-    import tuner.jobs as jobs
+    import tuner.engine.coordinator  # noqa: F401
+    import tuner.engine.jobs as jobs
     import workers.actor  # noqa: F401
     from tuner.config import get_settings
     from tuner.spec import parse_job

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-STARTUP = 5  # TPE's random start-up trials after trial 0 (tuner.studies)
+STARTUP = 5  # TPE's random start-up trials after trial 0 (tuner.engine.studies)
 WIDE = {"lr": {"low": 1.0e-5, "high": 1.0e+2}, "batch_size": {"choices": [128]},
         "weight_decay": {"choices": [0.0]}, "lr_decay": {"choices": [0.0]}}
 WAYS = {"fail": {"diverged_as": "fail"}, "worst": {"diverged_as": "worst"},
@@ -43,7 +43,7 @@ WAYS = {"fail": {"diverged_as": "fail"}, "worst": {"diverged_as": "worst"},
 
 def _child(way: str, seed: int, trials: int, epochs: int) -> dict[str, Any]:
     from tuner.config import get_settings
-    from tuner.jobs import create_local_job, run_job
+    from tuner.engine.jobs import create_local_job, run_job
     from tuner.spec import parse_job
 
     spec = parse_job({

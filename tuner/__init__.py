@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+from tuner.analysis.export import load_optimizer
 from tuner.errors import (
     JobNotFoundError,
     JobStateError,
@@ -26,7 +27,6 @@ from tuner.errors import (
     TrialPruned,
     TunerError,
 )
-from tuner.export import load_optimizer
 from tuner.spec import JobSpec, load_job_file, parse_job
 from tuner.task import Task, TaskFactory, training_loop
 from tuner.trial import Trial

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["is_database_outage", "ride_out", "riding_out"]
 
-logger = logging.getLogger("tuner.coordinator")
+logger = logging.getLogger("tuner.engine.coordinator")
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ overwrites. MLflow's own HTTP retries are off (``MLFLOW_HTTP_REQUEST_MAX_RETRIES
 set): on a refused connection they would hold one call ~4 minutes, past the budget, and
 repeat a POST whose answer was lost. A longer outage makes :attr:`JobTracker.failure` an
 :class:`MlflowUnavailableError` (later calls are tried once) that :meth:`JobTracker.check`
-raises: the job fails (:mod:`tuner.jobs`).
+raises: the job fails (:mod:`tuner.engine.jobs`).
 """
 
 from __future__ import annotations

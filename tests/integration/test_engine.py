@@ -26,7 +26,7 @@ from mlflow.entities import ViewType
 
 from tuner import TaskError, load_optimizer, parse_job, store
 from tuner.config import Settings, get_settings
-from tuner.jobs import create_local_job, export_path, run_job
+from tuner.engine.jobs import create_local_job, export_path, run_job
 from tuner.results import JobOutcome, TrialOutcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from tuner.config import get_settings
-from tuner.jobs import create_local_job, run_job
+from tuner.engine.jobs import create_local_job, run_job
 from tuner.spec import parse_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from tests.integration.browser import chromium_page, require_chromium
 from tests.integration.servers import free_port
 from tuner.config import get_settings
-from tuner.jobs import create_local_job, run_job
+from tuner.engine.jobs import create_local_job, run_job
 from tuner.spec import parse_job
 from tuner.tracking import LEADERBOARD_VIEW, JobTracker, experiment_link
 

@@ -40,9 +40,9 @@ from tests.integration.servers import free_port
 from tests.integration.test_engine import check_invariants, job_row, lost
 from tuner import store
 from tuner.config import Settings, get_settings
+from tuner.engine.jobs import create_local_job, run_job
+from tuner.engine.recovery import close_books
 from tuner.errors import MlflowUnavailableError
-from tuner.jobs import create_local_job, run_job
-from tuner.recovery import close_books
 from tuner.results import TrialOutcome
 from tuner.spec import JobSpec, parse_job
 from tuner.tracking import JobTracker, has_leaderboard_view

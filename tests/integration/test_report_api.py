@@ -22,7 +22,7 @@ from tests.integration.servers import free_port
 from tuner import store
 from tuner.cli import app
 from tuner.config import get_settings
-from tuner.jobs import create_local_job, run_job
+from tuner.engine.jobs import create_local_job, run_job
 from tuner.spec import parse_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]

@@ -6,9 +6,9 @@ import optuna
 import pytest
 
 from tuner.config import get_settings
-from tuner.jobs import create_local_job, run_job
+from tuner.engine.jobs import create_local_job, run_job
+from tuner.engine.studies import make_pruner, make_sampler
 from tuner.spec import PRUNERS, SAMPLERS, parse_job
-from tuner.studies import make_pruner, make_sampler
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 

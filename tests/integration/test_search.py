@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from tuner import parse_job
 from tuner.config import get_settings
-from tuner.jobs import create_local_job, run_job
+from tuner.engine.jobs import create_local_job, run_job
 from tuner.results import JobOutcome
 from workers.tasks.quadratic import stability_edge
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "t
 #: DeepOBS's protocol on quadratic_deep: the rate alone is tuned, over [1e-5, 1e2].
 WIDE_SGD = {"lr": {"low": 1.0e-5, "high": 1.0e+2}, "batch_size": {"choices": [128]},
             "weight_decay": {"choices": [0.0]}, "lr_decay": {"choices": [0.0]}}
-STARTUP = 5  # TPE's random start-up trials (tuner.studies), after trial 0 (the defaults)
+STARTUP = 5  # TPE's random start-up trials (tuner.engine.studies), after trial 0 (the defaults)
 
 
 def run(document: dict[str, Any]) -> tuple[int, Any, JobOutcome]:
@@ -114,7 +114,7 @@ def test_the_lr_range_test_narrows_lr_to_just_above_the_stability_edge(tmp_path:
     # The study searched the narrowed range, and keeps what the test found.
     trials = study(job_id, "minibatch").get_trials(deepcopy=False)
     assert all(t.params["lr"] <= found["searched_high"] for t in trials)
-    assert study(job_id, "minibatch").user_attrs["tuner.lr_range"]["blowup_lr"] == \
+    assert study(job_id, "minibatch").user_attrs["tuner.engine.lr_range"]["blowup_lr"] == \
         found["blowup_lr"]
     # The MLflow job run and the report say so.
     client = MlflowClient(tracking_uri=get_settings().tracking_uri)

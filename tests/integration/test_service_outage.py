@@ -271,7 +271,7 @@ def test_a_short_outage_mid_job_is_ridden_out_with_the_exact_budget(
 ) -> None:
     """The database goes away while trials run and comes back within TUNER_DB_RETRY_S: the
     job pauses at its next database call, goes on, and ends as if nothing had happened."""
-    from tuner.ledger import ASK_INTERRUPTED
+    from tuner.engine.ledger import ASK_INTERRUPTED
 
     server = serve(TUNER_DB_RETRY_S="90")
     job_id = submit_and_wait_for_a_trial(server, database)
@@ -341,10 +341,10 @@ def test_an_outage_inside_ask_loses_that_trial_and_runs_it_again(
     from optuna.trial import TrialState
 
     import search_spaces
-    from tuner.ledger import ASK_INTERRUPTED, Ledger
+    from tuner.engine.ledger import ASK_INTERRUPTED, Ledger
+    from tuner.engine.studies import open_storage
     from tuner.outages import ride_out
     from tuner.spec import parse_job
-    from tuner.studies import open_storage
     from tuner.tracking import JobTracker
 
     spec = parse_job({"task": "rosenbrock", "optimizers": ["adam"], "trials": 3, "epochs": 2})
@@ -359,7 +359,7 @@ def test_an_outage_inside_ask_loses_that_trial_and_runs_it_again(
     ledger = Ledger(1, spec, studies={"adam": study}, spaces={"adam": space}, tracker=tracker,
                     started=time.monotonic())
 
-    with caplog.at_level(logging.WARNING, logger="tuner.coordinator"):
+    with caplog.at_level(logging.WARNING, logger="tuner.engine.coordinator"):
         slot = ride_out(lambda: ledger.begin_trial("adam", worker=None), url=database,
                         budget_s=60, what="job 1")
     assert "the database is away; pausing" in caplog.text

@@ -28,7 +28,7 @@ from tests.integration.test_engine import (
 )
 from tuner import TaskError, load_optimizer, parse_job
 from tuner.config import get_settings
-from tuner.jobs import create_local_job, export_path, run_job
+from tuner.engine.jobs import create_local_job, export_path, run_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 

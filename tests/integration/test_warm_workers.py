@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from tuner import parse_job
-from tuner.cluster import WarmWorkers, WorkerPool, worker_key
+from tuner.engine.cluster import WarmWorkers, WorkerPool, worker_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 

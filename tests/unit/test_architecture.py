@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tuner", "workers", "search_spaces")
-SCHEDULER = {"tuner.coordinator", "tuner.ledger", "tuner.recovery", "tuner.cluster"}
+SCHEDULER = {"tuner.engine.coordinator", "tuner.engine.ledger", "tuner.engine.recovery",
+             "tuner.engine.cluster"}
 
 
 def _modules() -> dict[str, Path]:
@@ -110,7 +111,8 @@ def _cycles() -> list[list[str]]:
 
 
 def test_the_source_tree_is_found() -> None:
-    assert {"tuner.coordinator", "tuner.results", "workers.actor", "search_spaces"} <= set(MODULES)
+    assert {"tuner.engine.coordinator", "tuner.results", "workers.actor",
+            "search_spaces"} <= set(MODULES)
 
 
 def test_no_import_cycle_among_our_modules() -> None:
@@ -124,8 +126,9 @@ def test_the_faces_never_import_the_scheduler(face: str) -> None:
     assert offenders == {}
 
 
-@pytest.mark.parametrize("module", ["tuner.results", "tuner.statistics", "tuner.plots",
-                                    "tuner.report", "tuner.export"])
+@pytest.mark.parametrize("module", ["tuner.results", "tuner.analysis.statistics",
+                                    "tuner.analysis.plots", "tuner.analysis.report",
+                                    "tuner.analysis.export"])
 def test_results_statistics_export_and_report_never_import_the_scheduler(module: str) -> None:
     assert GRAPH[module] & SCHEDULER == set()
 

@@ -275,7 +275,7 @@ Last 50 lines of stdout:
 
 
 def test_workers_kept_warm_serve_only_jobs_with_the_same_code_and_requirements() -> None:
-    from tuner.cluster import worker_key
+    from tuner.engine.cluster import worker_key
     from tuner.spec import parse_job
 
     job = {"task": "mymodel.tasks:build", "optimizers": ["adam"], "code": "a" * 64}

@@ -1,4 +1,4 @@
-"""The export (tuner.export): YAML / JSON / Python out, ``torch.optim`` back in.
+"""The export (tuner.analysis.export): YAML / JSON / Python out, ``torch.optim`` back in.
 
 The document is built by hand from every shipped search space at its defaults
 (``search_spaces.load(name).optimizer_config(defaults)``), so each ``torch.optim`` class that
@@ -17,10 +17,10 @@ import yaml
 
 import search_spaces
 from tuner import TunerError, load_optimizer
-from tuner.export import FORMATS, build_export, render_export
+from tuner.analysis.export import FORMATS, build_export, render_export
+from tuner.analysis.statistics import leaderboard
 from tuner.results import FinalRun, JobProgress, OptimizerProgress, OptimizerResult
 from tuner.spec import parse_job
-from tuner.statistics import leaderboard
 
 NAMES = search_spaces.available()
 TRAIN_SIZE = 1437

@@ -1,7 +1,8 @@
-"""The report's statistics (tuner.report) and figures (tuner.plots) on hand-made results.
+"""The report's statistics (tuner.analysis.report) and figures (tuner.analysis.plots) on
+hand-made results.
 
 Both are pure functions over a job's stored ``result``; the dicts here have its exact shape
-(see tuner.results.OptimizerResult.to_dict and tuner.jobs.run_job). A real job's report
+(see tuner.results.OptimizerResult.to_dict and tuner.engine.jobs.run_job). A real job's report
 is tested in tests/integration/test_report.py.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tuner import plots, report, statistics
+from tuner.analysis import plots, report, statistics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,8 +11,8 @@ import yaml
 
 import search_spaces
 from search_spaces import schedule_config
+from tuner.analysis.export import render_export
 from tuner.errors import SearchSpaceError
-from tuner.export import render_export
 from tuner.optim import build_optimizer, scheduler_step
 
 TRAIN_SIZE = 1437

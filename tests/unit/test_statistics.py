@@ -1,4 +1,5 @@
-"""Statistics of a job (tuner.report): summaries, Welch's test, time to target, the ranking."""
+"""Statistics of a job (tuner.analysis.statistics): summaries, Welch's test, time to target,
+the ranking."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from scipy import stats
 
 import search_spaces
+from tuner.analysis.statistics import ALPHA, first_epoch_at, holm, leaderboard, summarize, welch_p
 from tuner.results import FinalRun, JobProgress, OptimizerProgress, OptimizerResult
 from tuner.spec import parse_job
-from tuner.statistics import ALPHA, first_epoch_at, holm, leaderboard, summarize, welch_p
 
 NAN, INF = float("nan"), float("inf")
 

@@ -8,7 +8,7 @@ Layout (the FastAPI full-stack template's)::
     routes/       one thin module per resource: jobs, catalog (search spaces, tasks), health
 
 The API never touches Ray: it writes jobs to the jobs table and reads Optuna's studies; the
-coordinator loop of :mod:`tuner.service` runs them.
+coordinator loop of :mod:`tuner.engine.service` runs them.
 
 Example:
     >>> from tuner.api import create_app

@@ -33,7 +33,7 @@ from tuner.config import Settings, get_settings
 from tuner.errors import JobNotFoundError, JobStateError, SpecError, TunerError
 
 if TYPE_CHECKING:
-    from tuner.service import Service
+    from tuner.engine.service import Service
 
 __all__ = ["MAX_BODY_BYTES", "create_app", "problem_items"]
 

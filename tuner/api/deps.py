@@ -112,7 +112,7 @@ def get_optuna_storage(request: Request, settings: SettingsDep) -> Any:
     lock = state.storage_lock
     with lock:
         if getattr(state, "optuna_storage", None) is None:
-            from tuner.studies import open_storage
+            from tuner.engine.studies import open_storage
 
             state.optuna_storage = open_storage(settings.database_url)
         return state.optuna_storage

@@ -41,7 +41,7 @@ DEMO_JOB: dict[str, Any] = {
 
 def _execute(spec: JobSpec, settings: Settings) -> int:
     """Record the job, run it with progress bars, print the leaderboard and where things are."""
-    from tuner.jobs import create_local_job
+    from tuner.engine.jobs import create_local_job
 
     job_id = create_local_job(settings, spec, start_ray=True)
     _run_and_show(settings, job_id, spec)
@@ -49,8 +49,8 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 
 
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
+    from tuner.engine.jobs import cancel_check, run_job
     from tuner.errors import JobCancelled
-    from tuner.jobs import cancel_check, run_job
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     console.print(
@@ -78,7 +78,7 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     ))
     best = outcome.export.get("best")
     console.print(f"best optimizer: [bold green]{best}[/]  ({outcome.seconds:.0f} s)")
-    from tuner.jobs import export_path, report_dir
+    from tuner.engine.jobs import export_path, report_dir
 
     # Paths and links are not broken at 80 columns: the terminal wraps them, whole.
     console.print(f"export:  {export_path(settings, job_id).resolve()}  "
@@ -291,7 +291,7 @@ def export(
     server: ServerOption = None,
 ) -> None:
     """The best configuration of each optimizer, ready for torch.optim."""
-    from tuner.export import FORMATS, render_export
+    from tuner.analysis.export import FORMATS, render_export
 
     if format not in FORMATS:
         raise TunerError(f"--format: unknown format {format!r}; allowed: {', '.join(FORMATS)}")

@@ -59,8 +59,8 @@ def report(
         _fetch_report(server, job_id, out_dir)
         return
     from tuner import store
-    from tuner.report import write_report
-    from tuner.statistics import report_facts
+    from tuner.analysis.report import write_report
+    from tuner.analysis.statistics import report_facts
 
     settings = get_settings()
     store.upgrade(settings.database_url)

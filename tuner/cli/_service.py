@@ -62,7 +62,7 @@ def serve(
     import uvicorn
 
     from tuner.api import create_app
-    from tuner.service import Service
+    from tuner.engine.service import Service
 
     settings = get_settings()
     if not settings.api_token and not is_loopback(host):
@@ -135,7 +135,7 @@ def submit(
 
     Example: tuner submit job.yaml --code . --wait
     """
-    from tuner.service import service_task_problem
+    from tuner.engine.service import service_task_problem
     from tuner.spec import load_job_file
 
     spec = load_job_file(job_file)

@@ -112,7 +112,7 @@ def parse_api_job(document: Any, *,
         SpecError: every bad field at once, with the CLI's texts.
     """
     from tuner.api.routes.code import code_problem
-    from tuner.service import service_task_problem
+    from tuner.engine.service import service_task_problem
     from tuner.spec import parse_job
 
     task = document.get("task") if isinstance(document, dict) else None
@@ -259,7 +259,7 @@ def list_trials(
     A job that has not started has none.
     """
     from tuner import store
-    from tuner.jobs import jsonable
+    from tuner.engine.jobs import jsonable
 
     job = store.get_job(session, job_id)
     names: list[str] = list((job.spec or {}).get("optimizers", []))
@@ -311,7 +311,7 @@ def export_job(
     has succeeded.
     """
     from tuner import store
-    from tuner.export import render_export
+    from tuner.analysis.export import render_export
 
     job = store.get_job(session, job_id)
     if job.state != "succeeded" or not job.result:

@@ -47,11 +47,11 @@ def _report_files(settings: Settings, session: Any, job_id: int) -> dict[str, Pa
     if files and all(path.is_file() for path in files.values()):
         return files
     with _drawing:
-        # Drawn again where the job writes it (tuner.jobs.report_dir).
+        # Drawn again where the job writes it (tuner.engine.jobs.report_dir).
         out_dir = settings.home / "reports" / f"job-{job_id}"
         if (out_dir / "report.html").is_file():
             return {path.name: path for path in out_dir.iterdir() if path.is_file()}
-        from tuner.report import write_report
+        from tuner.analysis.report import write_report
 
         written = write_report(job_id, spec, result, out_dir, storage_url=settings.database_url)
         return {path.name: path for path in written}

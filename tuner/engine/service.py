@@ -2,7 +2,7 @@
 
 One background thread claims the oldest queued job from the jobs table whenever a slot is
 free (every 0.5 s, or at once when the API stores a job) and runs it with
-:func:`tuner.jobs.run_job` in a thread of its own; Ray is started (or joined, with
+:func:`tuner.engine.jobs.run_job` in a thread of its own; Ray is started (or joined, with
 ``RAY_ADDRESS``) once, by this loop, and shared by the jobs.
 
 - **Cancel**: a job's ``should_cancel`` reads ``cancel_requested`` from the store at most
@@ -35,10 +35,10 @@ import time
 from functools import partial
 from typing import Any
 
-from tuner.cluster import WarmWorkers
 from tuner.config import Settings
+from tuner.engine.cluster import WarmWorkers
+from tuner.engine.job_ends import JobEnds
 from tuner.errors import DatabaseUnavailableError, TaskError, TunerError
-from tuner.job_ends import JobEnds
 
 __all__ = [
     "MODULE_PATH_MESSAGE",
@@ -113,7 +113,7 @@ def room_for(spec: dict[str, Any], *, total: dict[str, float],
     """Whether ``free`` Ray resources hold all the workers of the job ``spec`` now; when
     not, what it needs and what is free. A job that can never fit in ``total`` is let
     through (its coordinator fails it saying why)."""
-    from tuner.cluster import workers_that_fit
+    from tuner.engine.cluster import workers_that_fit
 
     resources = spec.get("resources") or {}
     cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
@@ -233,7 +233,7 @@ class Service:
     def start(self) -> None:
         """Migrate the jobs table, requeue jobs left running, start the loop thread."""
         from tuner import store
-        from tuner.studies import open_storage
+        from tuner.engine.studies import open_storage
 
         self.settings.ensure_home()
         store.upgrade(self.settings.database_url)
@@ -356,7 +356,7 @@ class Service:
                 break
 
     def _start_ray(self) -> bool:
-        from tuner.cluster import ensure_ray
+        from tuner.engine.cluster import ensure_ray
 
         delay = 1.0
         while not self._stopping.is_set():
@@ -445,8 +445,8 @@ class Service:
 
     def _run(self, job_id: int, spec_doc: dict[str, Any]) -> None:
         from tuner import store
+        from tuner.engine.jobs import cancel_check, run_job
         from tuner.errors import JobCancelled, JobInterrupted, JobStateError
-        from tuner.jobs import cancel_check, run_job
         from tuner.spec import parse_job
 
         url = self.settings.database_url

@@ -2,9 +2,9 @@
 
 It moves the job through its states in the jobs table, runs the coordinator, keeps the
 job's per-optimizer progress current (at most once a second), turns the search result into
-the job's outcome (the leaderboard, :mod:`tuner.statistics`; the export, :mod:`tuner.export`)
-and stores it: the leaderboard, export and report in the table and on disk, and their copies
-and each optimizer's summary in the job's MLflow runs.
+the job's outcome (the leaderboard, :mod:`tuner.analysis.statistics`; the export,
+:mod:`tuner.analysis.export`) and stores it: the leaderboard, export and report in the table
+and on disk, and their copies and each optimizer's summary in the job's MLflow runs.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.analysis.export import build_export, render_export
+from tuner.analysis.statistics import leaderboard
 from tuner.config import Settings
 from tuner.errors import JobCancelled, JobInterrupted
-from tuner.export import build_export, render_export
 from tuner.outages import riding_out
 from tuner.results import JobOutcome, JobProgress, SearchResult
 from tuner.spec import JobSpec
-from tuner.statistics import leaderboard
 
 if TYPE_CHECKING:
-    from tuner.cluster import WarmWorkers
+    from tuner.engine.cluster import WarmWorkers
 
 __all__ = [
     "cancel_check", "create_local_job", "export_path", "outcome_of", "report_dir", "run_job",
@@ -48,7 +48,7 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli",
     if start_ray:
         from concurrent.futures import ThreadPoolExecutor
 
-        from tuner.cluster import ensure_ray
+        from tuner.engine.cluster import ensure_ray
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-create") as helper:
             created = helper.submit(create_local_job, settings, spec, origin=origin)
@@ -59,7 +59,7 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli",
             return created.result()
 
     from tuner import store
-    from tuner.studies import open_storage
+    from tuner.engine.studies import open_storage
 
     settings.ensure_home()
     store.upgrade(settings.database_url)
@@ -122,7 +122,7 @@ def run_job(
         warm: A server's idle workers, reused when they fit the job.
     """
     from tuner import store
-    from tuner.coordinator import Coordinator
+    from tuner.engine.coordinator import Coordinator
     from tuner.tracking import JobTracker
 
     url = settings.database_url
@@ -251,7 +251,7 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
             outcome: JobOutcome) -> dict[str, Any]:
     """Store a finished job's results: the export file, the report, the jobs table."""
     from tuner import store
-    from tuner.report import library_versions
+    from tuner.analysis.report import library_versions
 
     # The export file a user can hand to torch.optim, next to the job's MLflow run.
     path = export_path(settings, job_id)
@@ -323,7 +323,7 @@ def report_dir(settings: Settings, job_id: int) -> Path:
 def _write_report(settings: Settings, job_id: int, spec: JobSpec,
                   result: dict[str, Any]) -> list[Path]:
     """The job's report (plots and report.html); a plotting error never fails the job."""
-    from tuner.report import write_report
+    from tuner.analysis.report import write_report
 
     try:
         return write_report(job_id, spec.model_dump(mode="json"), result,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tuner.ledger import CURVE
+from tuner.engine.ledger import CURVE
 from tuner.results import TrialOutcome, TrialRecord
 
 if TYPE_CHECKING:
     from tuner.config import Settings
-    from tuner.ledger import Ledger
+    from tuner.engine.ledger import Ledger
 
 __all__ = ["RESTARTED", "close_books", "recover"]
 
@@ -115,8 +115,8 @@ def close_books(settings: Settings, job_id: int, *, job_name: str, optimizers: l
     """
     from optuna.trial import TrialState
 
+    from tuner.engine.studies import open_storage
     from tuner.spec import study_name
-    from tuner.studies import open_storage
     from tuner.tracking import JobTracker, close_running
 
     storage = open_storage(settings.database_url)

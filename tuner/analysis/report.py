@@ -1,8 +1,8 @@
 """The report of a finished job: its plots and a self-contained ``report.html``.
 
 It reads only the job's stored result (and, for hyperparameter importance, its Optuna
-studies): the statistics come from :mod:`tuner.statistics`, the figures from
-:mod:`tuner.plots`. A report can be written again at any time (``tuner report ID``).
+studies): the statistics come from :mod:`tuner.analysis.statistics`, the figures from
+:mod:`tuner.analysis.plots`. A report can be written again at any time (``tuner report ID``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner import plots
+from tuner.analysis import plots
+from tuner.analysis.statistics import ALPHA, SHUFFLES, report_facts
 from tuner.results import FINAL_SEED_BASE, is_finite
-from tuner.statistics import ALPHA, SHUFFLES, report_facts
 
 __all__ = ["FIGURES", "library_versions", "protocol_text", "render_html", "write_report"]
 

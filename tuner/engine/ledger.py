@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tuner.analysis.statistics import first_epoch_at
 from tuner.outages import is_database_outage
 from tuner.results import (
     FinalRun,
@@ -25,7 +26,6 @@ from tuner.results import (
     final_seeds,
     is_finite,
 )
-from tuner.statistics import first_epoch_at
 
 if TYPE_CHECKING:
     import optuna
@@ -76,7 +76,7 @@ class Ledger:
     Args:
         job_id: The job's id in the jobs table.
         spec: The job.
-        studies: The Optuna study of every optimizer (:func:`tuner.studies.open_studies`).
+        studies: The Optuna study of every optimizer (:func:`tuner.engine.studies.open_studies`).
         spaces: The search space of every optimizer.
         tracker: The job's MLflow runs, started.
         started: ``time.monotonic()`` when the job started (trials record when they ended).

@@ -4,22 +4,22 @@ For a job it
 
 1. opens (or resumes) the study ``job-<id>-<optimizer>`` of every optimizer, all with the
    same sampler seed, trial budget and data split, so the comparison is fair by construction
-   (:mod:`tuner.studies`);
+   (:mod:`tuner.engine.studies`);
 2. starts at most ``max_concurrent`` :class:`workers.actor.TrialWorker` actors, placed by Ray
-   resources (``cpus_per_trial``, fractional ``gpus_per_trial``) (:mod:`tuner.cluster`);
+   resources (``cpus_per_trial``, fractional ``gpus_per_trial``) (:mod:`tuner.engine.cluster`);
 3. asks each study for a configuration whenever a worker is idle (the optimizers take turns),
    drives the worker epoch chunk by epoch chunk, reports to the pruner between chunks, and
    ends the trial everywhere with its :class:`~tuner.results.TrialOutcome`: COMPLETE, PRUNED,
-   DIVERGED or FAIL (:mod:`tuner.ledger`);
+   DIVERGED or FAIL (:mod:`tuner.engine.ledger`);
 4. re-trains each optimizer's best setting with ``final_seeds`` seeds (MLflow runs tagged
    ``final``, not trials of the study: they would feed the sampler);
-5. returns the :class:`~tuner.results.SearchResult`; :mod:`tuner.jobs` ranks it, exports it
+5. returns the :class:`~tuner.results.SearchResult`; :mod:`tuner.engine.jobs` ranks it, exports it
    and records it.
 
 A worker that dies takes its trial with it: the trial is LOST (told FAIL to Optuna,
 ``tuner.reason`` says why), its configuration is enqueued again, a new worker replaces the
 dead one, and the lost trial does not count against the budget. A coordinator that was
-killed is taken over by the next one (:mod:`tuner.recovery`).
+killed is taken over by the next one (:mod:`tuner.engine.recovery`).
 
 A database outage (the jobs and studies database unreachable) pauses the job: the call that
 failed is made again once the database answers, for up to ``TUNER_DB_RETRY_S`` (the workers
@@ -42,12 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from tuner.cluster import WarmWorkers, WorkerPool, ensure_ray
+from tuner.engine.cluster import WarmWorkers, WorkerPool, ensure_ray
+from tuner.engine.ledger import Ledger, Slot
+from tuner.engine.lr_range import narrow_lr_ranges
+from tuner.engine.recovery import recover
 from tuner.errors import JobCancelled, JobInterrupted, TaskError
-from tuner.ledger import Ledger, Slot
-from tuner.lr_range import narrow_lr_ranges
 from tuner.outages import riding_out
-from tuner.recovery import recover
 from tuner.results import JobProgress, SearchResult, TrialOutcome
 
 if TYPE_CHECKING:
@@ -372,7 +372,7 @@ class Coordinator:
 def _open_stores(settings: Settings, job_id: int, spec: JobSpec, tracker: JobTracker,
                  mark: Callable[[str], None]) -> dict[str, optuna.Study]:
     """The studies and the job's MLflow runs (in the start-up helper thread)."""
-    from tuner.studies import open_storage, open_studies
+    from tuner.engine.studies import open_storage, open_studies
 
     studies = open_studies(open_storage(settings.database_url), job_id, spec)
     mark("studies")

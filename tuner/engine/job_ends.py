@@ -1,12 +1,12 @@
-"""Ends of jobs the jobs database did not hear of, for :mod:`tuner.service`.
+"""Ends of jobs the jobs database did not hear of, for :mod:`tuner.engine.service`.
 
-A job's end (failed, cancelled) is written by :func:`tuner.jobs.run_job`; when the database
+A job's end (failed, cancelled) is written by :func:`tuner.engine.jobs.run_job`; when the database
 is away at that moment the write fails and the API would show the job ``running`` for ever,
 with its cancel doing nothing. :class:`JobEnds` writes such an end once the database answers
 again (retried with backoff, then on every round of the service's loop), ends ``running``
 jobs of the server that no thread runs any more (``cancelled`` when a cancel was asked), and
 closes their books: their RUNNING and WAITING Optuna trials and RUNNING MLflow runs end too
-(:func:`tuner.recovery.close_books`).
+(:func:`tuner.engine.recovery.close_books`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from tuner.errors import DatabaseUnavailableError
 
 __all__ = ["JobEnds"]
 
-logger = logging.getLogger("tuner.service")
+logger = logging.getLogger("tuner.engine.service")
 
 
 class _Books(NamedTuple):
-    """A job whose trials and runs are to be closed (:func:`tuner.recovery.close_books`)."""
+    """A job whose trials and runs are to be closed (:func:`tuner.engine.recovery.close_books`)."""
 
     job_id: int
     name: str
@@ -137,7 +137,7 @@ class JobEnds:
 
     def close_books(self, books: _Books | None) -> None:
         """End the job's RUNNING trials in Optuna and runs in MLflow (best effort: logged)."""
-        from tuner.recovery import close_books
+        from tuner.engine.recovery import close_books
 
         if books is None:
             return

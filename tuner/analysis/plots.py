@@ -9,7 +9,7 @@ backend, safe in a server thread. Each optimizer keeps its color in every figure
 
 Example::
 
-    from tuner import plots
+    from tuner.analysis import plots
     plots.plot_convergence(job.spec, job.result, Path("out/convergence.png"))
 """
 
@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.analysis.statistics import report_facts
 from tuner.results import is_finite
 from tuner.spec import study_name
-from tuner.statistics import report_facts
 
 if TYPE_CHECKING:
     import optuna
@@ -372,7 +372,7 @@ def plot_tunability(spec: Mapping[str, Any], result: Mapping[str, Any], path: Pa
     """Left: expected best-so-far after k trials over random trial orders, with the 25–75%
     band (protocol 5; failures score the job's worst value). Right: the share of trials that
     completed, were pruned, diverged or failed, per optimizer. ``facts`` is
-    :func:`tuner.statistics.report_facts` (computed when not given)."""
+    :func:`tuner.analysis.statistics.report_facts` (computed when not given)."""
     import numpy as np
 
     metric, mode = spec["metric"], spec["mode"]
