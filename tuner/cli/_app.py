@@ -7,18 +7,21 @@ Errors a user can cause print one red line on stderr and exit 1; ``--debug`` (or
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from tuner.cli._display import err_console
-from tuner.cli._text import printable
+from tuner.cli._source import JobsSource
+from tuner.cli._text import as_text
+from tuner.config import get_settings
 from tuner.errors import TunerError
 
-__all__ = ["JobIdArgument", "ServerOption", "app", "friendly", "is_loopback"]
+__all__ = ["JobIdArgument", "ServerOption", "app", "friendly", "is_loopback", "open_source"]
 
 app = typer.Typer(
     name="tuner",
@@ -46,6 +49,26 @@ JobIdArgument = Annotated[int, typer.Argument(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@contextmanager
+def open_source(server: str | None) -> Iterator[JobsSource]:
+    """The jobs of the server at ``server`` (``--server`` / ``TUNER_URL``, with the token of
+    ``TUNER_API_TOKEN``), or of the local store when it is None or empty."""
+    source: JobsSource
+    # Each source loads its library (httpx, SQLAlchemy) when opened, not for --help.
+    if server:
+        from tuner.cli._remote import RemoteJobs
+
+        source = RemoteJobs(server)
+    else:
+        from tuner.cli._local import LocalJobs
+
+        source = LocalJobs()
+    try:
+        yield source
+    finally:
+        source.close()
+
+
 def is_loopback(host: str) -> bool:
     """Whether the address a server is to bind (``--host``) is a loopback one: ``localhost``,
     127.0.0.0/8 or ::1 (bracketed or not)."""
@@ -67,10 +90,9 @@ def friendly(fn: F) -> F:
         except TunerError as e:
             if _state["debug"]:
                 raise
-            # The message quotes what the user wrote: its brackets are text, not markup,
-            # and its control characters are shown escaped (see tuner.cli._text).
-            err_console.print(f"[bold red]error:[/] {escape(printable(e, keep_newlines=True))}",
-                              highlight=False, soft_wrap=True)
+            # The message quotes what the user wrote: it is text (no markup, no emoji code),
+            # its control characters shown escaped (see tuner.cli._text).
+            _error(as_text(e, keep_newlines=True))
             raise typer.Exit(code=1) from None
         except OSError as e:
             if _state["debug"]:
@@ -78,19 +100,21 @@ def friendly(fn: F) -> F:
             # A file the user named (-o, a job file) that cannot be written or read.
             where = f"{e.filename}: " if e.filename else ""
             reason = e.strerror or str(e)
-            err_console.print(f"[bold red]error:[/] {escape(printable(where + reason))}",
-                              highlight=False, soft_wrap=True)
+            _error(as_text(where + reason))
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(message: Text) -> None:
+    """The one red line of an error, on stderr."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    from tuner.config import get_settings
-
     try:
         _state["debug"] = debug or get_settings().debug
     except TunerError:

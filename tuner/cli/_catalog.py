@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from tuner.cli._app import app, friendly
 from tuner.cli._display import console
+from tuner.cli._text import as_text
+from tuner.task import available_tasks
 
 
 @app.command(rich_help_panel="What can be tuned")
@@ -31,7 +32,8 @@ def spaces(
         params = "\n".join(f"{key} {spec.describe()}" for key, spec in space.params.items())
         fixed = ", ".join(f"{k}={v}" for k, v in space.fixed.items())
         cls = space.torch_class + (f"({fixed})" if fixed else "")
-        table.add_row(space_name, cls, params, space.description)
+        table.add_row(as_text(space_name), as_text(cls), as_text(params, keep_newlines=True),
+                      as_text(space.description))
     console.print(table)
     if not name:
         console.print("Override a range in a job file: [bold]space_overrides: "
@@ -44,15 +46,14 @@ def spaces(
 @friendly
 def tasks() -> None:
     """List the tasks a job can train: built-in and installed (entry points ``tuner.tasks``)."""
-    from tuner.task import available_tasks
-
     table = Table(header_style="bold")
     for column in ("task", "kind", "metrics (metric: in a job file)", "description"):
         table.add_column(column)
     for info in available_tasks():
         metrics = ", ".join(info.reports)
-        # escape: "tuner[rl]" is text, not Rich markup
-        table.add_row(info.name, info.kind, metrics, escape(info.description))
+        # Installed tasks describe themselves: "tuner[rl]" is text, not Rich markup.
+        table.add_row(as_text(info.name), as_text(info.kind), as_text(metrics),
+                      as_text(info.description))
     console.print(table)
     console.print("Your own task: [bold]task: package.module:factory[/] "
                   "(a function seed -> tuner.Task; see README)")

@@ -15,11 +15,14 @@ from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import typer
+from rich.text import Text
 
 from tuner.cli._app import app, friendly, is_loopback
 from tuner.cli._display import console, err_console
+from tuner.cli._text import as_text, printable
 from tuner.config import get_settings
 from tuner.errors import TunerError
+from tuner.spec import study_name
 
 __all__ = ["job_studies", "study_links"]
 
@@ -28,8 +31,6 @@ def job_studies(storage: Any, job_id: int, optimizers: list[str]) -> list[tuple[
     """``(optimizer, Optuna study id)`` of a job's studies that exist, in ``optimizers``'
     order (a queued job has none yet)."""
     from optuna.exceptions import OptunaError
-
-    from tuner.spec import study_name
 
     found = []
     for name in optimizers:
@@ -87,28 +88,25 @@ def dashboard(
     History, parallel coordinates, hyperparameter importance and the trial table of each
     study, live while the job runs. Ctrl-C stops it.
     """
-    from tuner import store
+    # The studies of this machine's jobs database: the local store's job, whatever TUNER_URL.
+    from tuner.cli._local import local_job  # the store (SQLAlchemy): not loaded for --help
 
-    settings = get_settings()
-    url = settings.database_url
-    store.upgrade(url)
-    with store.session_scope(url) as session:
-        job = store.get_job(session, job_id) if job_id is not None else store.latest_job(session)
-        if job is None:
-            raise TunerError("no jobs in this store yet: try tuner demo")
-        job_id = job.id
-        result = job.result or {}
-        optimizers = [row["optimizer"] for row in result.get("leaderboard") or []] or list(
-            (job.spec or {}).get("optimizers", []))
+    url = get_settings().database_url
+    job = local_job(job_id)
+    job_id = int(job["id"])
+    optimizers = [row["optimizer"] for row in job.get("leaderboard") or []] or list(
+        job["spec"].get("optimizers", []))
     storage = _open_storage(url)
     studies = job_studies(storage, job_id, optimizers)
     base = f"http://{_url_host(host)}:{port}"
     main, each = study_links(base, studies)
-    console.print(f"optuna-dashboard: [bold]{main}[/]", soft_wrap=True)
+    console.print(Text.assemble("optuna-dashboard: ", as_text(main, "bold")), soft_wrap=True)
     if each:
-        console.print(f"job {job_id}'s studies (job-{job_id}-<optimizer>):", highlight=False)
+        console.print(f"job {job_id}'s studies (job-{job_id}-<optimizer>):", highlight=False,
+                      markup=False)
         for name, link in each.items():
-            console.print(f"  {name:<10} {link}", soft_wrap=True, highlight=False)
+            console.print(Text.assemble(f"  {printable(name):<10} ", as_text(link)),
+                          soft_wrap=True)
     else:
         console.print(f"job {job_id} has no studies yet; they appear once it starts",
                       highlight=False)
@@ -117,8 +115,9 @@ def dashboard(
     # optuna-dashboard ships no type information: imported by name, its API is Any here.
     optuna_dashboard = importlib.import_module("optuna_dashboard")
     if not is_loopback(host):
-        err_console.print(f"warning: optuna-dashboard has no login; anyone who reaches {host} "
-                          "can read, rename or delete the studies", highlight=False)
+        err_console.print(f"warning: optuna-dashboard has no login; anyone who reaches "
+                          f"{printable(host)} can read, rename or delete the studies",
+                          highlight=False, markup=False)
     try:
         server = make_server(host, port, optuna_dashboard.wsgi(storage),
                              server_class=_ThreadingServer, handler_class=_QuietHandler)
@@ -127,7 +126,8 @@ def dashboard(
                          "pass another --port") from None
     from tuner.store._engine import safe_url
 
-    console.print(f"serving the studies of {safe_url(url)} (Ctrl-C stops)", highlight=False)
+    console.print(f"serving the studies of {printable(safe_url(url))} (Ctrl-C stops)",
+                  highlight=False, markup=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

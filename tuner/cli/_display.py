@@ -1,4 +1,9 @@
-"""Rich rendering shared by the commands: progress bars, the leaderboard, job tables."""
+"""Rich rendering shared by the commands: progress bars, the leaderboard, job tables.
+
+User text (names, tasks, optimizers, paths, errors) reaches Rich as :class:`rich.text.Text`
+(:func:`tuner.cli._text.as_text`) or escaped (:func:`tuner.cli._text.shown`); markup is for
+our own strings, and the consoles read no emoji codes (``:train:`` stays text).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rich import box
@@ -13,13 +19,14 @@ from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
+from rich.text import Text, TextType
 
-from tuner.cli._text import shown
+from tuner.cli._text import as_text, printable, shown
 from tuner.results import JobProgress
 
-console = Console()
-err_console = Console(stderr=True)
+#: The consoles of the commands: markup for our own strings, never an emoji code.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -45,7 +52,8 @@ class JobBars:
         self.metric = metric
         self.bar = BarColumn(bar_width=28)
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<10}"),
+            # The optimizer's name is text: no markup read in it.
+            TextColumn("{task.description:<10}", style="bold", markup=False),
             self.bar,
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
@@ -54,7 +62,7 @@ class JobBars:
             transient=False,
         )
         self.tasks = {
-            name: self.progress.add_task(name, total=budget, detail="waiting")
+            name: self.progress.add_task(printable(name), total=budget, detail="waiting")
             for name in optimizers
         }
 
@@ -105,7 +113,7 @@ class _Column:
     """One leaderboard column: its header, how a row fills it, and its alignment."""
 
     header: str
-    cell: Callable[[Mapping[str, Any]], str]
+    cell: Callable[[Mapping[str, Any]], TextType]
     justify: JustifyMethod = "right"
 
 
@@ -125,7 +133,7 @@ class Leaderboard:
     """
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
-                 title: str, wide: bool = False) -> None:
+                 title: TextType, wide: bool = False) -> None:
         self.rows = list(rows)
         self.metric = metric
         self.mode = mode
@@ -142,7 +150,8 @@ class Leaderboard:
             options = console.options
             natural = _natural_width(console, options, self.table(console, options))
             # Console.print caps a width at the console's: a console of that width, then.
-            Console(file=console.file, width=max(natural, options.max_width)).print(self)
+            Console(file=console.file, width=max(natural, options.max_width),
+                    emoji=False).print(self)
         else:
             console.print(self)
 
@@ -169,19 +178,19 @@ class Leaderboard:
         layout's without the optional columns named in ``compact``."""
         arrow = "↓" if self.mode == "min" else "↑"
         if compact is None:
-            score = _Column(f"final {self.metric} {arrow}\nmean ± std (runs)", _score)
+            score = _Column(f"final {shown(self.metric)} {arrow}\nmean ± std (runs)", _score)
         else:
             # The usual number of runs is said once, in the header; a row that differs (a
             # final re-run failed) says its own, ``(3/5)``.
             counts = Counter(_runs(row) for row in self.rows if row.get("mean") is not None)
             usual = counts.most_common(1)[0][0] if counts else ""
             runs = f" ({usual} runs)" if usual.isdigit() else ""
-            score = _Column(f"{self.metric} {arrow}\nmean ± std{runs}",
+            score = _Column(f"{shown(self.metric)} {arrow}\nmean ± std{runs}",
                             lambda row: _score(row, runs=_runs(row) != usual))
         dropped = compact or set()
         columns = [
             _Column("#", lambda row: str(row["rank"])),
-            _Column("optimizer", lambda row: str(row["optimizer"]), "left"),
+            _Column("optimizer", lambda row: as_text(row["optimizer"]), "left"),
             score,
             _Column("95% CI\n±", lambda row: fmt(row.get("ci95"), 2)),
             _Column("vs #1\nWelch, Holm", _verdict, "left"),
@@ -238,7 +247,7 @@ class Fitted:
 
 
 def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
-                      title: str, wide: bool = False) -> Leaderboard:
+                      title: TextType, wide: bool = False) -> Leaderboard:
     """The leaderboard of a job's rows (``Job.result["leaderboard"]``): a :class:`Leaderboard`."""
     return Leaderboard(rows, metric=metric, mode=mode, title=title, wide=wide)
 
@@ -290,6 +299,7 @@ def _target(row: Mapping[str, Any]) -> str:
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:
+    """The jobs as ``tuner jobs`` lists them (the API's list form); user text as text."""
     table = Table(header_style="bold")
     for column in ("id", "name", "task", "state", "optimizers", "created", "took"):
         table.add_column(column)
@@ -298,16 +308,14 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:
     for job in jobs:
         took = "–"
         if job.get("started_at") and job.get("finished_at"):
-            from datetime import datetime
-
             seconds = (datetime.fromisoformat(job["finished_at"])
                        - datetime.fromisoformat(job["started_at"])).total_seconds()
             took = f"{seconds:.0f}s"
         state = job["state"]
         table.add_row(
-            str(job["id"]), shown(job["name"]), shown(job["task"]),
-            f"[{colors.get(state, 'white')}]{shown(state)}[/]",
-            shown(", ".join(job.get("optimizers") or [])),
+            str(job["id"]), as_text(job["name"]), as_text(job["task"]),
+            as_text(state, colors.get(state, "white")),
+            as_text(", ".join(job.get("optimizers") or [])),
             (job.get("created_at") or "")[:19].replace("T", " "), took,
         )
     return table

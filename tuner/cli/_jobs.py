@@ -1,5 +1,6 @@
-"""``tuner run``, ``demo``, ``ui`` on the local store; ``jobs``, ``status``, ``export`` on the
-local store or, with ``TUNER_URL`` / ``--server``, on the tuner server."""
+"""``tuner run``, ``demo``, ``resume``, ``ui`` on the local store; ``jobs``, ``status``,
+``export`` on the jobs source (:mod:`tuner.cli._source`): the local store or, with
+``TUNER_URL`` / ``--server``, the tuner server."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
-from tuner.cli._app import JobIdArgument, ServerOption, app, friendly
+from tuner.analysis.export import FORMATS, render_export
+from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, open_source
 from tuner.cli._display import JobBars, console, err_console, fmt, jobs_table, leaderboard_table
-from tuner.cli._text import shown
+from tuner.cli._follow import follow_job, job_title
+from tuner.cli._text import as_text, shown
 from tuner.config import Settings, get_settings
-from tuner.errors import TunerError
-from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file
+from tuner.errors import JobCancelled, SpecError, TaskError, TunerError
+from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file, parse_job
+from tuner.task import is_module_path, resolve_task
 
 #: The demo: the seven classic optimizers on the digits, a few minutes on 2 CPU cores.
 DEMO_JOB: dict[str, Any] = {
@@ -49,8 +54,8 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 
 
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
-    from tuner.engine.jobs import cancel_check, run_job
-    from tuner.errors import JobCancelled
+    # The engine (and through it Ray, Optuna, MLflow) loads when a job runs, not for --help.
+    from tuner.engine.jobs import cancel_check, export_path, report_dir, run_job
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     console.print(
@@ -73,23 +78,26 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     console.print()
     console.print(leaderboard_table(
         outcome.leaderboard, metric=spec.metric, mode=spec.mode,
-        title=f"job {job_id}: {shown(spec.name)} on {shown(spec.task)} — ranked by the mean of "
-              f"{spec.final_seeds} final re-runs of each optimizer's best setting",
+        title=job_title(job_id, spec.name, spec.task,
+                        f" — ranked by the mean of {spec.final_seeds} final re-runs of each "
+                        "optimizer's best setting"),
     ))
     best = outcome.export.get("best")
-    console.print(f"best optimizer: [bold green]{best}[/]  ({outcome.seconds:.0f} s)")
-    from tuner.engine.jobs import export_path, report_dir
-
+    console.print(Text.assemble("best optimizer: ", as_text(best, "bold green"),
+                                f"  ({outcome.seconds:.0f} s)"))
     # Paths and links are not broken at 80 columns: the terminal wraps them, whole.
-    console.print(f"export:  {export_path(settings, job_id).resolve()}  "
-                  f"(tuner.load_optimizer(path, model.parameters()))", soft_wrap=True)
+    console.print(Text.assemble("export:  ", as_text(export_path(settings, job_id).resolve()),
+                                "  (tuner.load_optimizer(path, model.parameters()))"),
+                  soft_wrap=True)
     report = report_dir(settings, job_id) / "report.html"
     if report.exists():
-        console.print(f"report:  {report.resolve()}  (tuner report {job_id})", soft_wrap=True)
+        console.print(Text.assemble("report:  ", as_text(report.resolve()),
+                                    f"  (tuner report {job_id})"), soft_wrap=True)
     link = experiment_link(ui_base(settings.tracking_uri), outcome.experiment_id,
                            leaderboard=has_leaderboard_view(settings.tracking_uri,
                                                             outcome.experiment_id))
-    console.print(f"MLflow:  tuner ui {job_id}   → {link}", soft_wrap=True)
+    console.print(Text.assemble(f"MLflow:  tuner ui {job_id}   → ", as_text(link)),
+                  soft_wrap=True)
 
 
 @app.command(rich_help_panel="Tune")
@@ -106,9 +114,6 @@ def run(
 def _check_task_imports(spec: JobSpec, *, source: str) -> None:
     """A local run imports a ``package.module:factory`` task here first: a typo is refused
     before anything is stored, not found later by a worker."""
-    from tuner.errors import SpecError, TaskError
-    from tuner.task import is_module_path, resolve_task
-
     if is_module_path(spec.task):
         try:
             resolve_task(spec.task)
@@ -127,8 +132,6 @@ def demo(
     GD, SGD, mini-batch, Momentum, Nesterov, RMSprop and Adam: tuning, final re-runs,
     leaderboard, export, report and MLflow, on the embedded store.
     """
-    from tuner.spec import parse_job
-
     spec = parse_job({**DEMO_JOB, "trials": trials, "epochs": epochs}, source="demo")
     _execute(spec, get_settings())
 
@@ -146,37 +149,13 @@ def resume(
     Its finished trials count; its running trials are recorded as failed and run again; each
     optimizer ends with exactly its budget.
     """
-    from datetime import UTC, datetime
-
-    from tuner.errors import JobStateError
-    from tuner.spec import parse_job
+    # Only this machine's store: a server requeues the jobs its dead process left.
+    from tuner.cli._local import LocalJobs  # the store (SQLAlchemy): not loaded for --help
 
     settings = get_settings()
-    store = _store(settings)
-    with store.session_scope(settings.database_url) as session:
-        job = store.get_job(session, job_id)
-        if job.state != store.JobState.RUNNING:
-            raise JobStateError(
-                f"job {job_id} is {job.state}; only a running job whose process died can be "
-                "resumed"
-            )
-        beat = job.heartbeat_at or job.started_at
-        age = (datetime.now(UTC) - beat).total_seconds() if beat else float("inf")
-        if age < store.STALE_AFTER_S and not force:
-            raise JobStateError(
-                f"job {job_id} is still running (heartbeat {age:.0f} s ago); resume a job "
-                f"whose heartbeat is older than {store.STALE_AFTER_S:.0f} s, or pass --force"
-            )
-        store.take_over(session, job, message="resumed by tuner resume")
-        spec = parse_job(job.spec, source=f"job {job_id}")
+    document = LocalJobs(settings.database_url).take_over(job_id, force=force)
+    spec = parse_job(document, source=f"job {job_id}")
     _run_and_show(settings, job_id, spec)
-
-
-def _store(settings: Settings) -> Any:
-    from tuner import store
-
-    store.upgrade(settings.database_url)
-    return store
 
 
 @app.command(rich_help_panel="Jobs and results")
@@ -187,41 +166,15 @@ def jobs(
     server: ServerOption = None,
 ) -> None:
     """List the jobs of this store, or of the server at TUNER_URL / --server."""
-    if server:
-        from tuner.cli._service import client_for
-
-        with client_for(server) as client:
-            page = client.jobs(limit=limit, state=state)
-        rows, total = page["items"], page["total"]
-    else:
-        settings = get_settings()
-        store = _store(settings)
-        with store.session_scope(settings.database_url) as session:
-            rows = []
-            for job in store.list_jobs(session, limit=limit, state=state):
-                row = job.to_dict()
-                row["optimizers"] = (job.spec or {}).get("optimizers", [])
-                rows.append(row)
-            total = store.count_jobs(session, state=state)
+    with open_source(server) as source:
+        page = source.jobs(limit=limit, state=state)
+    rows, total = page["items"], page["total"]
     if not rows:
         console.print("no jobs yet: try [bold]tuner demo[/] or [bold]tuner run JOB.yaml[/]")
         return
     console.print(jobs_table(rows))
     if total > len(rows):
         console.print(f"{len(rows)} of {total} jobs; --limit {total} shows all")
-
-
-def _load_job(settings: Settings, job_id: int | None) -> Any:
-    store = _store(settings)
-    with store.session_scope(settings.database_url) as session:
-        if job_id is None:
-            job = store.latest_job(session)
-            if job is None:
-                raise TunerError("no jobs in this store yet: try tuner demo")
-        else:
-            job = store.get_job(session, job_id)
-        session.expunge(job)
-        return job
 
 
 @app.command(rich_help_panel="Jobs and results")
@@ -240,25 +193,19 @@ def status(
     verdict and the best learning rate and batch size; --wide (or a wide terminal) adds the
     best trial, the trial counts and the epoch at the target.
     """
-    from tuner.cli._service import client_for, follow_job, local_job_view
-
-    if server:
-        with client_for(server) as client:
-            if watch:
-                follow_job(lambda: client.job(job_id), job_id)
-                return
-            view = client.job(job_id)
-    else:
+    with open_source(server) as source:
         if watch:
-            follow_job(lambda: local_job_view(job_id), job_id)
+            follow_job(source, job_id)
             return
-        view = local_job_view(job_id)
-    console.print(f"[bold]job {view['id']}[/] {shown(view['name'])} on {shown(view['task'])}: "
-                  f"[bold]{shown(view['state'])}[/]")
+        view = source.job(job_id)
+    console.print(Text.assemble((f"job {view['id']}", "bold"), " ", as_text(view["name"]),
+                                " on ", as_text(view["task"]), ": ",
+                                as_text(view["state"], "bold")))
     if view.get("cancel_requested") and view["state"] in ("queued", "running"):
         console.print("[magenta]cancel requested[/]")
     if view.get("error"):
-        console.print(f"[red]error:[/] {shown(view['error'])}")
+        console.print(Text.assemble(("error:", "red"), " ",
+                                    as_text(view["error"], keep_newlines=True)))
     progress = (view.get("progress") or {}).get("optimizers", {})
     for name, p in progress.items():
         # Counts that are zero are left out: a line fits 80 columns.
@@ -267,10 +214,11 @@ def status(
             (("pruned", "pruned"), ("diverged", "diverged"), ("failed", "failed"),
              ("running", "running")) if p.get(key)
         ]
-        console.print(
-            f"  {shown(name):<10} {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
-            f"{' · '.join(counts)} · best {fmt(p['best'])}", highlight=False,
-        )
+        line = as_text(name)
+        line.pad_right(10 - line.cell_len)
+        console.print(Text.assemble(
+            "  ", line, f" {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
+            f"{' · '.join(counts)} · best {fmt(p['best'])}"))
     if view.get("leaderboard"):
         spec = view["spec"]
         leaderboard_table(
@@ -291,27 +239,16 @@ def export(
     server: ServerOption = None,
 ) -> None:
     """The best configuration of each optimizer, ready for torch.optim."""
-    from tuner.analysis.export import FORMATS, render_export
-
     if format not in FORMATS:
         raise TunerError(f"--format: unknown format {format!r}; allowed: {', '.join(FORMATS)}")
-    if server:
-        from tuner.cli._service import client_for
-
-        with client_for(server) as client:
-            document = client.export(job_id)
-    else:
-        settings = get_settings()
-        job = _load_job(settings, job_id)
-        if not job.result:
-            raise TunerError(f"job {job.id} is {job.state}; only a succeeded job has an export")
-        document = job.result["export"]
+    with open_source(server) as source:
+        document = source.export(job_id)
     text = render_export(document, format)
     if output is None:
         sys.stdout.write(text)
         return
     _write_output(output, text)
-    console.print(f"wrote {shown(output)}")
+    console.print(Text.assemble("wrote ", as_text(output)))
 
 
 def _write_output(output: Path, text: str) -> None:
@@ -343,6 +280,7 @@ def ui(
     A succeeded job opens on its leaderboard view: the job run and every optimizer run first,
     in rank order, with their final mean, std and best value as columns.
     """
+    from tuner.cli._local import local_job  # the store (SQLAlchemy): not loaded for --help
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     settings = get_settings()
@@ -351,8 +289,7 @@ def ui(
     base = ui_base(uri, host=host, port=port)
     experiment_id = None
     try:
-        job = _load_job(settings, job_id)
-        experiment_id = job.mlflow_experiment_id
+        experiment_id = local_job(job_id)["mlflow_experiment_id"]
     except TunerError:
         if job_id is not None:
             raise
@@ -360,7 +297,7 @@ def ui(
     if experiment_id:
         link = experiment_link(base, experiment_id,
                                leaderboard=has_leaderboard_view(uri, experiment_id))
-    console.print(f"MLflow UI: [bold]{link}[/]", soft_wrap=True)
+    console.print(Text.assemble("MLflow UI: ", as_text(link, "bold")), soft_wrap=True)
     if remote or print_only:
         return
     # The MLflow of this environment, whatever else is on PATH.
@@ -368,7 +305,7 @@ def ui(
                "--host", host, "--port", str(port), "--workers", "1"]
     if settings.artifact_root:
         command += ["--default-artifact-root", settings.artifact_root]
-    console.print(f"serving {uri} (Ctrl-C stops)")
+    console.print(Text.assemble("serving ", as_text(uri), " (Ctrl-C stops)"))
     try:
         subprocess.run(command, check=False)
     except KeyboardInterrupt:

@@ -7,17 +7,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from tuner.cli._app import JobIdArgument, ServerOption, app, friendly
+from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, open_source
 from tuner.cli._display import Fitted, console, fmt, leaderboard_table
-from tuner.config import get_settings
+from tuner.cli._follow import job_title
+from tuner.cli._text import as_text, shown
 from tuner.errors import JobStateError
 
 
 def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Fitted:
     def make(**style: Any) -> Table:
-        table = Table(title=f"tunability and sensitivity ({metric})", title_justify="left",
-                      header_style="bold", **style)
+        table = Table(title=f"tunability and sensitivity ({shown(metric)})",
+                      title_justify="left", header_style="bold", **style)
         table.add_column("optimizer")
         table.add_column("expected best\nof 1 trial", justify="right")
         table.add_column("trials to 1%\nof its best", justify="right")
@@ -32,8 +34,9 @@ def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Fit
             shares = "/".join("–" if s[k] is None else f"{s[k]:.0%}"
                               for k in ("share_pruned", "share_diverged", "share_failed"))
             k = t["k_within_1pct"]
-            table.add_row(name, fmt(t["expected_1"]), "–" if k is None else f"{k} of {t['n']}",
-                          shares, fmt(f["seeds"]["std"], 2), fmt(f["hyper"]["std"], 2))
+            table.add_row(as_text(name), fmt(t["expected_1"]),
+                          "–" if k is None else f"{k} of {t['n']}", shares,
+                          fmt(f["seeds"]["std"], 2), fmt(f["hyper"]["std"], 2))
         return table
 
     return Fitted(make)
@@ -55,58 +58,30 @@ def report(
     with its plots inlined.
     """
     out_dir = output if output is not None else Path(f"report-{job_id}")
-    if server:
-        _fetch_report(server, job_id, out_dir)
-        return
-    from tuner import store
-    from tuner.analysis.report import write_report
-    from tuner.analysis.statistics import report_facts
-
-    settings = get_settings()
-    store.upgrade(settings.database_url)
-    with store.session_scope(settings.database_url) as session:
-        job = store.get_job(session, job_id)
-        if job.state != store.JobState.SUCCEEDED or not job.result:
-            raise JobStateError(f"job {job.id} is {job.state}; a report needs a succeeded job")
-        spec, result = dict(job.spec), dict(job.result)
-    metric, mode = spec["metric"], spec["mode"]
-    rows = result.get("leaderboard") or []
-    console.print(leaderboard_table(rows, metric=metric, mode=mode, title=_title(job_id, spec)))
-    facts = report_facts(spec, result)
-    order = [row["optimizer"] for row in rows] or list(facts["optimizers"])
-    console.print(_facts_table(facts, order, metric=metric))
-    for warning in facts["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    with console.status("drawing the plots"):
-        files = write_report(job_id, spec, result, out_dir, storage_url=settings.database_url)
-    pngs = [f for f in files if f.suffix == ".png"]
-    console.print(f"report: [bold]{(out_dir / 'report.html').resolve()}[/] "
-                  f"({len(pngs)} plots: {', '.join(f.name for f in pngs)})", soft_wrap=True)
-
-
-def _title(job_id: int, spec: dict[str, Any]) -> str:
-    return (f"job {job_id}: {spec.get('name')} on {spec.get('task')} — ranked by the mean of "
-            f"{spec.get('final_seeds')} final re-runs of each optimizer's best setting "
-            "(Welch's t-test vs #1, α = 0.05)")
-
-
-def _fetch_report(server: str, job_id: int, out_dir: Path) -> None:
-    """The server's report of a job: its leaderboard printed, report.html written."""
-    from tuner.cli._service import client_for
-
-    with client_for(server) as client:
-        job = client.job(job_id)
+    with open_source(server) as source:
+        job = source.job(job_id)
         if job["state"] != "succeeded":
             raise JobStateError(f"job {job_id} is {job['state']}; a report needs a succeeded job")
-        with console.status("fetching the report"):
-            html = client.report(job_id)
-        url = f"{client.url}/v1/jobs/{job_id}/report"
-    spec = job.get("spec") or {}
-    console.print(leaderboard_table(job.get("leaderboard") or [], metric=spec.get("metric", ""),
-                                    mode=spec.get("mode", "min"), title=_title(job_id, spec)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.html"
-    path.write_text(html, encoding="utf-8")
-    plots = html.count("data:image/png;base64,")
-    console.print(f"report: [bold]{path.resolve()}[/] ({plots} plots inlined; from {url})",
-                  soft_wrap=True)
+        spec = job.get("spec") or {}
+        metric, mode = spec.get("metric", ""), spec.get("mode", "min")
+        rows = job.get("leaderboard") or []
+        console.print(leaderboard_table(rows, metric=metric, mode=mode,
+                                        title=_title(job_id, job, spec)))
+        # The server's facts are in its report.html; the local store's are printed too.
+        facts = source.report_facts(job_id)
+        if facts is not None:
+            order = [row["optimizer"] for row in rows] or list(facts["optimizers"])
+            console.print(_facts_table(facts, order, metric=metric))
+            for warning in facts["warnings"]:
+                console.print(Text.assemble(("warning:", "yellow"), " ", as_text(warning)),
+                              soft_wrap=True)
+        with console.status("writing the report (drawing its plots)"):
+            written = source.write_report(job_id, out_dir)
+    console.print(Text.assemble("report: ", as_text(written.path.resolve(), "bold"), " (",
+                                as_text(written.note), ")"), soft_wrap=True)
+
+
+def _title(job_id: int, job: dict[str, Any], spec: dict[str, Any]) -> Text:
+    return job_title(job_id, job["name"], job["task"],
+                     f" — ranked by the mean of {spec.get('final_seeds')} final re-runs of "
+                     "each optimizer's best setting (Welch's t-test vs #1, α = 0.05)")

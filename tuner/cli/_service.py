@@ -1,8 +1,9 @@
 """``tuner serve``, ``submit``, ``cancel`` and ``db``: the service and its client.
 
-``submit``, ``cancel`` (and ``jobs``, ``status``, ``export``) talk to the server at
-``TUNER_URL`` or ``--server``, sending ``TUNER_API_TOKEN``; without a server URL,
-``cancel`` works on the local store.
+``submit``, ``cancel`` (and ``jobs``, ``status``, ``export``, ``report``) talk to the jobs
+source (:mod:`tuner.cli._source`): the server at ``TUNER_URL`` or ``--server``, sending
+``TUNER_API_TOKEN``, or without a server URL the local store (where ``submit`` says it needs
+a server).
 """
 
 from __future__ import annotations
@@ -10,34 +11,32 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 
-from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, is_loopback
-from tuner.cli._display import JobBars, console, err_console, leaderboard_table
-from tuner.cli._text import shown
+from tuner.cli._app import (
+    JobIdArgument,
+    ServerOption,
+    app,
+    friendly,
+    is_loopback,
+    open_source,
+)
+from tuner.cli._display import console, err_console
+from tuner.cli._follow import follow_job
+from tuner.cli._source import JobsSource
+from tuner.cli._text import as_text, printable
 from tuner.config import get_settings
 from tuner.errors import SpecError, TunerError
-from tuner.results import JobProgress
-
-__all__ = ["client_for", "follow_job", "job_progress", "local_job_view"]
-
+from tuner.spec import JobSpec, load_job_file
+from tuner.task import is_module_path
 
 db_app = typer.Typer(help="The jobs database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db", rich_help_panel="Service")
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def client_for(server: str) -> Any:
-    """A :class:`tuner.client.TunerClient` for ``server`` with the token of TUNER_API_TOKEN."""
-    from tuner.client import TunerClient
-
-    return TunerClient(server, token=get_settings().api_token)
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -87,10 +86,10 @@ def serve(
     from tuner.store._engine import safe_url
 
     err_console.print(
-        f"tuner serving http://{host}:{port} (docs /docs) · jobs database "
-        f"{safe_url(settings.database_url)} · up to {service.max_jobs} jobs at once"
+        printable(f"tuner serving http://{host}:{port} (docs /docs) · jobs database "
+                  f"{safe_url(settings.database_url)} · up to {service.max_jobs} jobs at once")
         + ("" if settings.api_token else " · no TUNER_API_TOKEN: loopback only"),
-        highlight=False, soft_wrap=True,
+        highlight=False, soft_wrap=True, markup=False,
     )
     # uvicorn stops on SIGTERM, then raises it again with the handler it found: make that
     # an exit through the `finally` below rather than the default sudden death.
@@ -135,8 +134,8 @@ def submit(
 
     Example: tuner submit job.yaml --code . --wait
     """
+    # The engine's check of a task path loads nothing heavy, but nor does --help need it.
     from tuner.engine.service import service_task_problem
-    from tuner.spec import load_job_file
 
     spec = load_job_file(job_file)
     problem = service_task_problem(spec.task, with_code=code is not None)
@@ -144,47 +143,46 @@ def submit(
         if code is None and spec.task.count(":") == 1:
             problem += "; or ship your code with it: tuner submit JOB.yaml --code DIR"
         raise SpecError([problem], source=str(job_file))
-    if not server:
-        raise TunerError(
-            "no tuner server: set TUNER_URL or pass --server URL "
-            f"(or run the job in this process: tuner run {job_file})"
-        )
     document = spec.model_dump(mode="json")
-    with client_for(server) as client:
+    with open_source(server) as source:
         if code is not None:
-            document["code"] = _ship_code(client, code, spec)
-        job = client.submit(document, source=str(job_file))
-        console.print(f"job {job['id']} submitted to {client.url} ({job['state']})",
-                      highlight=False)
+            document["code"] = _ship_code(source, code, spec, job_file=str(job_file))
+        job = source.submit(document, source=str(job_file))
+        console.print(Text.assemble(f"job {job['id']} submitted to ", as_text(source.where),
+                                    f" ({printable(job['state'])})"))
         if wait:
-            follow_job(lambda: client.job(job["id"]), job["id"])
+            follow_job(source, job["id"])
 
 
-def _ship_code(client: Any, folder: Path, spec: Any) -> str:
+def _warn(*parts: str | Text) -> None:
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", *parts))
+
+
+def _ship_code(source: JobsSource, folder: Path, spec: JobSpec, *, job_file: str) -> str:
     """Pack ``folder`` and upload it (a spinner meanwhile); the archive's SHA-256."""
+    # Zipping code (tuner.code) is for submit only: not loaded at start-up.
     from tuner.code import pack_directory
-    from tuner.task import is_module_path
 
+    where = as_text(folder)
     if not is_module_path(spec.task):
-        err_console.print(
-            f"[yellow]warning:[/] task {spec.task!r} is not a package.module:factory path; "
-            f"the code in {folder} is shipped, but only code the task imports uses it",
-            highlight=False)
+        _warn(f"task {printable(repr(spec.task))} is not a package.module:factory path; the "
+              "code in ", where, " is shipped, but only code the task imports uses it")
     else:
         module = spec.task.partition(":")[0].replace(".", "/")
         if not ((folder / f"{module}.py").is_file() or (folder / module).is_dir()
                 or spec.requirements):
-            err_console.print(
-                f"[yellow]warning:[/] task {spec.task!r}: neither {module}.py nor {module}/ "
-                f"is in {folder}; the workers import it from their own environment",
-                highlight=False)
-    with err_console.status(f"packing {folder} ..."):
+            _warn(f"task {printable(repr(spec.task))}: neither {printable(module)}.py nor "
+                  f"{printable(module)}/ is in ", where,
+                  "; the workers import it from their own environment")
+    with err_console.status(f"packing {escape(where.plain)} ..."):
         archive = pack_directory(folder, max_bytes=get_settings().max_code_bytes)
     what = (f"{len(archive.files)} files, {_size(archive.size)} "
             f"({_size(archive.unpacked)} unpacked)")
-    with err_console.status(f"uploading {folder}: {what} to {client.url} ..."):
-        stored = client.upload_code(archive.data)
-    err_console.print(f"code {stored['sha256'][:12]} uploaded: {what}", highlight=False)
+    with err_console.status(f"uploading {escape(where.plain)}: {what} to "
+                            f"{escape(printable(source.where))} ..."):
+        stored = source.upload_code(archive.data, source=job_file)
+    err_console.print(f"code {printable(stored['sha256'][:12])} uploaded: {what}",
+                      highlight=False, markup=False)
     return str(stored["sha256"])
 
 
@@ -208,21 +206,13 @@ def cancel(
     A running job's started trials end in Optuna and MLflow, then it is cancelled. A finished
     job is an error.
     """
-    if server:
-        with client_for(server) as client:
-            job = client.cancel(job_id)
-    else:
-        from tuner import store
-
-        settings = get_settings()
-        store.upgrade(settings.database_url)
-        with store.session_scope(settings.database_url) as session:
-            job = store.request_cancel(session, job_id).to_dict()
+    with open_source(server) as source:
+        job = source.cancel(job_id)
     if job["state"] == "cancelled":
         console.print(f"job {job_id} cancelled")
     else:
-        console.print(f"job {job_id} is {job['state']}: cancel requested; it stops within "
-                      "seconds")
+        console.print(f"job {job_id} is {printable(job['state'])}: cancel requested; it stops "
+                      "within seconds", markup=False)
 
 
 # -- db -------------------------------------------------------------------------------------
@@ -242,77 +232,5 @@ def db_upgrade() -> None:
     settings = get_settings()
     settings.ensure_home()
     store.upgrade(settings.database_url)
-    console.print(f"jobs database {safe_url(settings.database_url)} is up to date",
-                  highlight=False)
-
-
-# -- following a job ------------------------------------------------------------------------
-
-
-def job_progress(job: dict[str, Any]) -> JobProgress:
-    """The :class:`~tuner.results.JobProgress` of a job as the API or the store shows it."""
-    spec = job.get("spec") or {}
-    return JobProgress.from_dict(job.get("progress"), job_id=job["id"],
-                                 metric=spec.get("metric", ""), mode=spec.get("mode", "min"))
-
-
-def local_job_view(job_id: int) -> dict[str, Any]:
-    """A job of the local store in the shape ``GET /v1/jobs/{id}`` answers."""
-    from tuner import store
-
-    settings = get_settings()
-    store.upgrade(settings.database_url)
-    with store.session_scope(settings.database_url) as session:
-        job = store.get_job(session, job_id)
-        result = job.result or {}
-        return job.to_dict() | {
-            "spec": job.spec or {},
-            "optimizers": (job.spec or {}).get("optimizers", []),
-            "leaderboard": result.get("leaderboard"),
-            "seconds": result.get("seconds"),
-        }
-
-
-def follow_job(fetch: Callable[[], dict[str, Any]], job_id: int, *,
-               interval: float = 1.0) -> dict[str, Any]:
-    """Show a job's progress bars until it ends, then its leaderboard.
-
-    Raises:
-        TunerError: the job failed or was cancelled (the CLI exits 1).
-    """
-    job = fetch()
-    spec = job.get("spec") or {}
-    optimizers = list(spec.get("optimizers", []))
-    try:
-        with JobBars(optimizers, int(spec.get("trials", 1)), spec.get("metric", "")) as bars:
-            while True:
-                bars.update(job_progress(job))
-                if job["state"] in TERMINAL:
-                    break
-                time.sleep(interval)
-                job = fetch()
-    except KeyboardInterrupt:
-        console.print(f"stopped following job {job_id}; it goes on (tuner cancel {job_id} "
-                      "stops it)")
-        raise typer.Exit(code=130) from None
-    _print_outcome(job)
-    return job
-
-
-def _print_outcome(job: dict[str, Any]) -> None:
-    spec = job.get("spec") or {}
-    state = job["state"]
-    if state == "failed":
-        raise TunerError(f"job {job['id']} failed: {job.get('error') or 'no error recorded'}")
-    if state == "cancelled":
-        raise TunerError(f"job {job['id']} was cancelled")
-    if job.get("leaderboard"):
-        console.print(leaderboard_table(
-            job["leaderboard"], metric=spec.get("metric", ""), mode=spec.get("mode", "min"),
-            title=f"job {job['id']}: {shown(job['name'])} on {shown(job['task'])}",
-        ))
-        best = job["leaderboard"][0]["optimizer"]
-        seconds = job.get("seconds")
-        took = f"  ({seconds:.0f} s)" if seconds else ""
-        console.print(f"best optimizer: [bold green]{best}[/]{took}")
-    console.print(f"job {job['id']} {state}; export: tuner export {job['id']}")
+    console.print(f"jobs database {printable(safe_url(settings.database_url))} is up to date",
+                  highlight=False, markup=False)

@@ -1,45 +1,74 @@
-"""User text on the terminal: control characters shown escaped, never obeyed.
+"""User text on the terminal: shown as text, its invisible characters escaped, never obeyed.
 
-A job's name, task, error or optimizer names come from whoever submitted the job. Printed raw,
-``"x\\x1b[31mred"`` would recolour (or with other sequences retitle, clear or rewrite) the
-terminal of whoever lists the jobs. :func:`shown` is what the CLI prints for such text.
+A job's name, task, error, optimizer names or a path come from whoever submitted the job or
+typed the command. Printed raw, ``"x\\x1b[31mred"`` would recolour (or with other sequences
+retitle, clear or rewrite) the terminal of whoever lists the jobs; read by Rich as markup,
+``[bold]`` would vanish and ``mypkg.loop:train:`` would end in an emoji. So user text goes to
+Rich as :class:`rich.text.Text` (:func:`as_text`, never parsed for markup or emoji codes), or
+escaped inside our own markup (:func:`shown`), and its control and invisible characters are
+written as escapes (:func:`printable`). The consoles are built with ``emoji=False``: markup is
+only for our own strings.
 
 Example:
     >>> printable("x\\x1b[31mred")
     'x\\\\x1b[31mred'
+    >>> as_text("mypkg.loop:train").plain
+    'mypkg.loop:train'
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from rich.markup import escape
+from rich.style import StyleType
+from rich.text import Text
 
-__all__ = ["printable", "shown"]
+__all__ = ["as_text", "printable", "shown"]
 
-# C0 controls and DEL, C1 controls (0x80-0x9f, e.g. the 8-bit CSI 0x9b), and the Unicode
-# bidirectional overrides and isolates that reorder what is shown ("Trojan Source",
-# CVE-2021-42574), plus the line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Unicode categories written as escapes: controls (C0, DEL, C1 such as the 8-bit CSI 0x9b),
+#: format characters (the invisible ones: zero-width space, joiners, word joiner, soft
+#: hyphen, BOM, the bidirectional overrides and isolates of "Trojan Source", CVE-2021-42574,
+#: tag characters), the line and paragraph separators, and lone surrogates (not even UTF-8).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: What is certainly printable (ASCII letters, digits, punctuation, space): the fast path.
+_PLAIN = re.compile(r"[\x20-\x7e]*")
 
 
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
+def _escaped(char: str) -> str:
     if char in _NAMED:
         return _NAMED[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _line(value: str) -> str:
+    if _PLAIN.fullmatch(value):
+        return value
+    return "".join(_escaped(c) if unicodedata.category(c) in _ESCAPED_CATEGORIES else c
+                   for c in value)
 
 
 def printable(text: object, *, keep_newlines: bool = False) -> str:
-    """``text`` with every control character written as an escape (``\\x1b``, ``\\n``)."""
+    """``text`` with every control or invisible character written as an escape (``\\x1b``,
+    ``\\n``, ``\\u200b``)."""
     value = str(text)
     if keep_newlines:
-        return "\n".join(_CONTROL.sub(_escaped, line) for line in value.split("\n"))
-    return _CONTROL.sub(_escaped, value)
+        return "\n".join(_line(line) for line in value.split("\n"))
+    return _line(value)
 
 
 def shown(text: object) -> str:
-    """``text`` ready for Rich: control characters escaped, and ``[`` not read as markup."""
+    """``text`` ready to sit inside our own Rich markup: control and invisible characters
+    escaped, and ``[`` not read as a tag (the consoles read no emoji codes)."""
     return escape(printable(text))
+
+
+def as_text(text: object, style: StyleType = "", *, keep_newlines: bool = False) -> Text:
+    """``text`` as a :class:`rich.text.Text`: printed as it is written, whatever console
+    prints it (no markup, no emoji codes), its invisible characters escaped."""
+    return Text(printable(text, keep_newlines=keep_newlines), style=style)
