@@ -2,7 +2,8 @@
 hand-made results.
 
 Both are pure functions over a job's stored ``result``; the dicts here have its exact shape
-(see tuner.results.OptimizerResult.to_dict and tuner.engine.jobs.run_job). A real job's report
+(see tuner.results.OptimizerResult.to_dict and tuner.engine.jobs.run_job) and are read as
+tuner reads them, ``tuner.results.JobResult.from_dict``. A real job's report
 is tested in tests/integration/test_report.py.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tuner.analysis import plots, report, statistics
+from tuner.results import Curves, JobResult, LeaderboardRow, StoredFinal, StoredTrial
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -106,7 +108,13 @@ SPEC = {"name": "unit", "task": "digits-mlp", "optimizers": ["momentum", "adam",
 
 @pytest.fixture(scope="module")
 def result() -> dict[str, Any]:
+    """A job's stored result, as the jobs table holds it (JSON)."""
     return _result({"momentum": 0.97, "adam": 0.93, "sgd": 0.95})
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[LeaderboardRow]:
+    """Leaderboard rows, typed, from hand-made stored rows."""
+    return [LeaderboardRow.from_dict(row) for row in rows]
 
 
 def _assert_png(path: Path | None, *, min_bytes: int = 5_000) -> None:
@@ -153,10 +161,11 @@ def test_failed_and_pruned_trials_score_the_worst_value() -> None:
         {"number": 1, "state": "PRUNED", "value": None},
         {"number": 3, "state": "COMPLETE", "value": 0.2},
     ]
-    assert statistics.trial_scores(trials, mode="min") == [0.5, 0.5, 0.5, 0.2]
-    assert statistics.trial_scores(trials, mode="min", worst=9.0) == [0.5, 9.0, 9.0, 0.2]
-    assert statistics.trial_scores(trials, mode="max") == [0.5, 0.2, 0.2, 0.2]
-    shares = statistics.trial_shares(trials)
+    typed = [StoredTrial.from_dict(t) for t in trials]
+    assert statistics.trial_scores(typed, mode="min") == [0.5, 0.5, 0.5, 0.2]
+    assert statistics.trial_scores(typed, mode="min", worst=9.0) == [0.5, 9.0, 9.0, 0.2]
+    assert statistics.trial_scores(typed, mode="max") == [0.5, 0.2, 0.2, 0.2]
+    shares = statistics.trial_shares(typed)
     assert (shares["complete"], shares["pruned"], shares["diverged"], shares["n"]) == (2, 1, 1, 4)
     assert shares["share_diverged"] == 0.25
 
@@ -164,7 +173,8 @@ def test_failed_and_pruned_trials_score_the_worst_value() -> None:
 def test_tunability_summaries() -> None:
     trials = [{"number": i, "state": "COMPLETE", "value": v}
               for i, v in enumerate([0.5, 0.9, 0.95, 0.97, 0.96, 0.6, 0.7, 0.94])]
-    t = statistics.tunability(trials, mode="max", shuffles=2000)
+    t = statistics.tunability([StoredTrial.from_dict(x) for x in trials], mode="max",
+                              shuffles=2000)
     assert t["best"] == 0.97 and t["n"] == 8
     assert t["expected_1"] == pytest.approx(sum(x["value"] for x in trials) / 8, abs=0.01)
     assert 1 < t["k_within_1pct"] <= 8
@@ -197,15 +207,15 @@ def test_inclusion_warning_when_adam_is_clearly_worse_than_momentum() -> None:
         {"optimizer": "momentum", "mean": 0.97, "finals": [0.969, 0.970, 0.971, 0.972]},
         {"optimizer": "adam", "mean": 0.90, "finals": [0.899, 0.900, 0.901, 0.902]},
     ]
-    [warning] = statistics.inclusion_warnings(rows, mode="max")
+    [warning] = statistics.inclusion_warnings(_rows(rows), mode="max")
     assert warning.startswith(
         "adam is clearly worse than momentum (final mean 0.9 vs 0.97, Welch p=")
     assert "search space was too narrow" in warning
     # Tied (p >= 0.05) or better: no warning.
     rows[1]["finals"] = [0.90, 0.99, 0.95, 0.93]
     rows[1]["mean"] = 0.9425
-    assert statistics.inclusion_warnings(rows, mode="max") == []
-    assert statistics.inclusion_warnings(rows[:1], mode="max") == []
+    assert statistics.inclusion_warnings(_rows(rows), mode="max") == []
+    assert statistics.inclusion_warnings(_rows(rows[:1]), mode="max") == []
 
 
 def test_time_to_target_counts_never_as_budget_plus_one() -> None:
@@ -214,9 +224,11 @@ def test_time_to_target_counts_never_as_budget_plus_one() -> None:
         {"curves": {"val_loss": [0.9, 0.8, 0.25], "seconds": [1.0, 2.0, 3.0]}},
         {"curves": {"val_loss": [0.9, 0.8, 0.7], "seconds": [1.0, 1.0, 1.0]}},
     ]
-    speed = statistics.time_to_target(finals, metric="val_loss", target=0.3, mode="min", epochs=3)
+    speed = statistics.time_to_target([StoredFinal.from_dict(f) for f in finals],
+                                      metric="val_loss", target=0.3, mode="min", epochs=3)
     assert speed == {"epoch": 3, "seconds": 4.5, "reached": 2, "runs": 3}
-    assert statistics.first_index_at([None, math.nan, 0.5], 0.6, "min") == 3
+    curve = Curves.from_dict({"val_loss": [None, math.nan, 0.5]})
+    assert statistics.first_epoch_at(curve, "val_loss", 0.6, "min") == 3
 
 
 def test_report_facts(result: dict[str, Any]) -> None:
@@ -245,17 +257,18 @@ def test_colors_are_fixed_per_optimizer_across_jobs() -> None:
 
 
 def test_every_figure_is_a_png(tmp_path: Path, result: dict[str, Any]) -> None:
-    _assert_png(plots.plot_convergence(SPEC, result, tmp_path / "c.png"))
-    _assert_png(plots.plot_lr_sensitivity(SPEC, result, tmp_path / "lr.png"))
-    _assert_png(plots.plot_tunability(SPEC, result, tmp_path / "t.png"))
-    _assert_png(plots.plot_seed_sensitivity(SPEC, result, tmp_path / "s.png"))
-    assert plots.plot_landscape(SPEC, result, tmp_path / "l.png") is None  # not a landscape
+    typed = JobResult.from_dict(result)
+    _assert_png(plots.plot_convergence(SPEC, typed, tmp_path / "c.png"))
+    _assert_png(plots.plot_lr_sensitivity(SPEC, typed, tmp_path / "lr.png"))
+    _assert_png(plots.plot_tunability(SPEC, typed, tmp_path / "t.png"))
+    _assert_png(plots.plot_seed_sensitivity(SPEC, typed, tmp_path / "s.png"))
+    assert plots.plot_landscape(SPEC, typed, tmp_path / "l.png") is None  # not a landscape
 
 
 def test_landscape_path_on_the_rosenbrock_contour(tmp_path: Path) -> None:
     spec = {**SPEC, "task": "rosenbrock", "metric": "val_distance", "mode": "min",
             "target": None}
-    result = _result({"adam": 0.97, "momentum": 0.95}, landscape=True)
+    result = JobResult.from_dict(_result({"adam": 0.97, "momentum": 0.95}, landscape=True))
     _assert_png(plots.plot_landscape(spec, result, tmp_path / "l.png"))
     assert plots.landscape_of("rastrigin") == "rastrigin"
     assert plots.landscape_of("workers.tasks.landscapes:rosenbrock") == "rosenbrock"
@@ -267,10 +280,11 @@ def test_figures_without_data_are_skipped(tmp_path: Path) -> None:
     empty = {"leaderboard": [], "optimizers": {"adam": {
         "best_value": None, "best_trial": None, "hyperparameters": None, "space": _space("adam"),
         "best_curves": {}, "trials": [], "finals": []}}}
-    assert plots.plot_convergence(SPEC, empty, tmp_path / "c.png") is None
-    assert plots.plot_lr_sensitivity(SPEC, empty, tmp_path / "lr.png") is None
-    assert plots.plot_tunability(SPEC, empty, tmp_path / "t.png") is None
-    assert plots.plot_seed_sensitivity(SPEC, empty, tmp_path / "s.png") is None
+    typed = JobResult.from_dict(empty)
+    assert plots.plot_convergence(SPEC, typed, tmp_path / "c.png") is None
+    assert plots.plot_lr_sensitivity(SPEC, typed, tmp_path / "lr.png") is None
+    assert plots.plot_tunability(SPEC, typed, tmp_path / "t.png") is None
+    assert plots.plot_seed_sensitivity(SPEC, typed, tmp_path / "s.png") is None
     files = report.write_report(3, SPEC, empty, tmp_path / "r", storage_url=None)
     assert [f.name for f in files] == ["report.html"]
     html = files[0].read_text()

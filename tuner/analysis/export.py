@@ -26,13 +26,14 @@ scheduler's ``step`` says when tuner called ``scheduler.step()``: once per ``epo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tuner.errors import TunerError
+from tuner.results import LeaderboardRow
 
 if TYPE_CHECKING:
     import torch
@@ -49,21 +50,23 @@ def build_export(
     job_id: int,
     spec: JobSpec,
     results: Mapping[str, OptimizerResult],
-    leaderboard: list[dict[str, Any]],
+    leaderboard: Sequence[LeaderboardRow | Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The export document of a finished job, optimizers in leaderboard order."""
+    """The export document of a finished job, optimizers in leaderboard order (the rows of
+    :func:`tuner.analysis.statistics.rank`, or their stored dicts)."""
     optimizers: dict[str, Any] = {}
-    for row in leaderboard:
-        result = results[row["optimizer"]]
+    for stored in leaderboard:
+        row = stored if isinstance(stored, LeaderboardRow) else LeaderboardRow.from_dict(stored)
+        result = results[row.optimizer]
         if result.config is None:
             continue
-        optimizers[row["optimizer"]] = {
+        optimizers[row.optimizer] = {
             "class": result.config["class"],
             "kwargs": _rounded(result.config["kwargs"]),
             "batch_size": result.config["batch_size"],
             "scheduler": _rounded(result.config["scheduler"]),
-            "score": _rounded({"best": row["best"], "mean": row["mean"], "std": row["std"],
-                               "seeds": row["seeds"]}),
+            "score": _rounded({"best": row.best, "mean": row.mean, "std": row.std,
+                               "seeds": row.seeds}),
             "trial": result.best_trial,
             "mlflow_run_id": result.best_run_id,
         }

@@ -1,20 +1,29 @@
 """The report of a finished job: its plots and a self-contained ``report.html``.
 
 It reads only the job's stored result (and, for hyperparameter importance, its Optuna
-studies): the statistics come from :mod:`tuner.analysis.statistics`, the figures from
-:mod:`tuner.analysis.plots`. A report can be written again at any time (``tuner report ID``).
+studies, :mod:`tuner.analysis.importance`): the statistics come from
+:mod:`tuner.analysis.statistics`, the figures from :mod:`tuner.analysis.plots`, the HTML from
+the Jinja2 template ``templates/report.html.j2`` (autoescaped). A report can be written again
+at any time (``tuner report ID``).
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import yaml
+from markupsafe import Markup
+
 from tuner.analysis import plots
+from tuner.analysis.importance import job_importances
 from tuner.analysis.statistics import ALPHA, SHUFFLES, report_facts
-from tuner.results import FINAL_SEED_BASE, is_finite
+from tuner.results import FINAL_SEED_BASE, JobResult, LeaderboardRow, is_finite
 
 __all__ = ["FIGURES", "library_versions", "protocol_text", "render_html", "write_report"]
 
@@ -48,6 +57,8 @@ FIGURES: tuple[tuple[str, str], ...] = (
      "re-runs (across seeds) beside every complete trial (across hyperparameters)."),
 )
 
+_TEMPLATES = Path(__file__).parent / "templates"
+
 _VERSIONED = ("torch", "optuna", "ray", "mlflow", "numpy", "scipy", "scikit-learn",
               "matplotlib", "tuner")
 
@@ -65,8 +76,6 @@ def _problem_text(problem: Mapping[str, Any] | None) -> str:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that decide a result (REFERENCE.md protocol 8)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for name in _VERSIONED:
         try:
@@ -76,14 +85,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def write_report(job_id: int, spec: Any, result: Mapping[str, Any], out_dir: Path, *,
-                 storage_url: str | None = None, shuffles: int = SHUFFLES) -> list[Path]:
+def write_report(job_id: int, spec: Any, result: JobResult | Mapping[str, Any], out_dir: Path,
+                 *, storage_url: str | None = None, shuffles: int = SHUFFLES) -> list[Path]:
     """Write ``out_dir/report.html`` and its PNGs beside it; return the files written.
 
     Pure over the stored result, except that it opens the Optuna studies
     ``job-<id>-<optimizer>`` at ``storage_url`` for the hyperparameter importance (skipped,
     with a note, when ``storage_url`` is ``None``). ``spec`` is the stored job spec (a dict,
-    or a :class:`~tuner.spec.JobSpec`). The PNGs come first in the list, ``report.html`` last.
+    or a :class:`~tuner.spec.JobSpec`); ``result`` a :class:`~tuner.results.JobResult` or the
+    stored JSON it is read from. The PNGs come first in the list, ``report.html`` last.
 
     Example:
         >>> with store.session_scope(url) as session:
@@ -93,12 +103,14 @@ def write_report(job_id: int, spec: Any, result: Mapping[str, Any], out_dir: Pat
     """
     if hasattr(spec, "model_dump"):
         spec = spec.model_dump(mode="json")
+    if not isinstance(result, JobResult):
+        result = JobResult.from_dict(result)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     facts = report_facts(spec, result, shuffles=shuffles)
-    colors = plots.optimizer_colors(list(result.get("optimizers") or {}))
+    found, notes = job_importances(job_id, result.ranked, storage_url)
+    colors = plots.optimizer_colors(list(result.optimizers))
     drawn: dict[str, Path] = {}
-    notes: list[str] = []
     for filename, draw in (
         ("convergence.png", lambda p: plots.plot_convergence(spec, result, p, colors=colors)),
         ("lr_sensitivity.png",
@@ -109,19 +121,15 @@ def write_report(job_id: int, spec: Any, result: Mapping[str, Any], out_dir: Pat
         ("lr_range.png", lambda p: plots.plot_lr_range(spec, result, p, colors=colors)),
         ("seeds_vs_hyperparameters.png",
          lambda p: plots.plot_seed_sensitivity(spec, result, p, colors=colors)),
+        ("importance.png", lambda p: plots.plot_importance(spec, result, p, importances=found,
+                                                           colors=colors)),
     ):
         path = draw(out_dir / filename)
         if path is not None:
             drawn[filename] = path
-    path, importance_notes = plots.plot_importance(
-        spec, result, out_dir / "importance.png", job_id=job_id, storage_url=storage_url,
-        colors=colors)
-    notes.extend(importance_notes)
-    if path is not None:
-        drawn["importance.png"] = path
     html = render_html(job_id, spec, result, facts=facts, figures=list(drawn), notes=notes,
-                       versions=result.get("versions") or library_versions(),
-                       versions_stored="versions" in result)
+                       versions=result.versions or library_versions(),
+                       versions_stored=result.versions is not None)
     report = out_dir / "report.html"
     report.write_text(html, encoding="utf-8")
     ordered = [drawn[name] for name, _ in FIGURES if name in drawn]
@@ -177,124 +185,107 @@ def protocol_text(spec: Mapping[str, Any]) -> str:
     )
 
 
-def render_html(job_id: int, spec: Mapping[str, Any], result: Mapping[str, Any], *,
+def render_html(job_id: int, spec: Mapping[str, Any], result: JobResult, *,
                 facts: Mapping[str, Any], figures: Sequence[str], notes: Sequence[str] = (),
                 versions: Mapping[str, str] | None = None,
                 versions_stored: bool = False) -> str:
-    """The self-contained ``report.html`` (inline CSS; the PNGs referenced beside it)."""
-    from html import escape
-
-    import yaml
-
+    """The self-contained ``report.html`` (inline CSS; the PNGs referenced beside it), from
+    the template ``templates/report.html.j2``."""
     metric, mode = spec["metric"], spec["mode"]
-    arrow = "↓" if mode == "min" else "↑"
-    rows = result.get("leaderboard") or []
-    show_target = spec.get("target") is not None
-    head = ["#", "optimizer", f"final {metric} {arrow}<br>mean ± std (n)", "95% CI ±",
-            "median [min, max]", "vs #1 (Welch t, Holm)", "best trial", "lr", "batch",
-            "trials ok / pruned / diverged / failed", "s / epoch"]
-    if show_target:
-        head.append(f"epoch (s) at target {spec['target']:g}")
-    body = []
-    for row in rows:
-        name = row["optimizer"]
-        f = facts["optimizers"].get(name, {})
-        seeds = f.get("seeds") or {}
-        if row.get("mean") is not None:
-            score = f"{_fmt(row['mean'])} ± {_fmt(row['std'], 2)} ({row['seeds']})"
-        else:
-            score = "–"
-        p = row.get("p_vs_leader")
-        if row.get("rank") == 1:
-            verdict = '<span class="leader">leader</span>'
-        elif p is None:
-            verdict = "–"
-        elif row.get("tied_with_leader"):
-            verdict = f'<span class="tied">tied</span> p = {p:.2f}{_raw(row)}'
-        else:
-            verdict = f'<span class="worse">worse</span> p = {p:.2g}{_raw(row)}'
-        best = (f"{_fmt(row['best'])} (#{row['trial']})" if row.get("best") is not None
-                else "–")
-        spread_text = (f"{_fmt(seeds.get('median'))} [{_fmt(seeds.get('min'))}, "
-                       f"{_fmt(seeds.get('max'))}]" if seeds.get("n") else "–")
-        cells = [str(row.get("rank", "")), f"<b>{escape(name)}</b>", score,
-                 _fmt(row.get("ci95"), 2), spread_text, verdict, best, _fmt(row.get("lr"), 2),
-                 _fmt(row.get("batch_size")),
-                 f"{row['complete']} / {row['pruned']} / {row['diverged']} / {row['failed']}",
-                 _fmt(f.get("seconds_per_epoch"), 2)]
-        if show_target:
-            speed = f.get("speed") or {}
-            epoch = speed.get("epoch")
-            never = epoch is not None and epoch > spec["epochs"]
-            text = (f"never (&gt; {spec['epochs']})" if never else
-                    f"{_fmt(epoch)} ({_fmt(speed.get('seconds'), 2)} s)")
-            cells.append(f"{text} · {speed.get('reached', 0)}/{speed.get('runs', 0)} runs")
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    table = ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
-             "<tbody>" + "".join(body) + "</tbody></table>")
+    target = spec.get("target")
+    seconds = result.seconds
+    return _template().render(
+        title=f"tuner report — job {job_id}: {spec.get('name', '')}",
+        job_id=job_id, task=str(spec["task"]), metric=metric,
+        direction="lower" if mode == "min" else "higher", arrow="↓" if mode == "min" else "↑",
+        winner=result.best, seconds=f"{seconds:.0f}" if is_finite(seconds) else None,
+        target=None if target is None else f"{target:g}",
+        rows=[_leaderboard_row(row, facts["optimizers"].get(row.optimizer, {}), spec)
+              for row in result.leaderboard],
+        protocol=protocol_text(spec),
+        warnings=list(facts.get("warnings") or []),
+        shuffles=_shuffles(facts),
+        tunability=_tunability_rows(result, facts),
+        notes=list(notes),
+        figures=[(name, caption) for name, caption in FIGURES if name in figures],
+        versions=", ".join(f"{k} {v}" for k, v in (versions or {}).items()),
+        version_origin=("stored with the job" if versions_stored else
+                        "installed where this report was made, not necessarily where the job "
+                        "ran"),
+        problem=_problem_text(result.problem),
+        spec_yaml=yaml.safe_dump(dict(spec), sort_keys=False, allow_unicode=True),
+    )
 
-    tun_rows = []
-    for name in [r["optimizer"] for r in rows] or list(facts["optimizers"]):
+
+def _template() -> jinja2.Template:
+    """``report.html.j2``, autoescaped. Every value is escaped as :func:`html.escape` does
+    (``'`` as ``&#x27;``), as the report always was."""
+
+    def finalize(value: Any) -> Any:
+        return value if hasattr(value, "__html__") else Markup(html.escape(str(value)))
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
+                             finalize=finalize, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    return env.get_template("report.html.j2")
+
+
+def _leaderboard_row(row: LeaderboardRow, f: Mapping[str, Any],
+                     spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The cells of one leaderboard row, as text (the template marks them up)."""
+    seeds = f.get("seeds") or {}
+    p = row.p_vs_leader
+    verdict = ("leader" if row.rank == 1 else None if p is None else
+               "tied" if row.tied_with_leader else "worse")
+    out = {
+        "rank": row.rank, "name": row.optimizer,
+        "score": (f"{_fmt(row.mean)} ± {_fmt(row.std, 2)} ({row.seeds})"
+                  if row.mean is not None else "–"),
+        "ci": _fmt(row.ci95, 2),
+        "spread": (f"{_fmt(seeds.get('median'))} [{_fmt(seeds.get('min'))}, "
+                   f"{_fmt(seeds.get('max'))}]" if seeds.get("n") else "–"),
+        "verdict": verdict,
+        "p": "" if p is None else f"{p:.2f}" if verdict == "tied" else f"{p:.2g}",
+        "raw": _raw(row),
+        "best": f"{_fmt(row.best)} (#{row.trial})" if row.best is not None else "–",
+        "lr": _fmt(row.lr, 2), "batch": _fmt(row.batch_size),
+        "counts": f"{row.complete} / {row.pruned} / {row.diverged} / {row.failed}",
+        "per_epoch": _fmt(f.get("seconds_per_epoch"), 2),
+    }
+    if spec.get("target") is not None:
+        speed = f.get("speed") or {}
+        epoch = speed.get("epoch")
+        never = epoch is not None and epoch > spec["epochs"]
+        text = (f"never (> {spec['epochs']})" if never else
+                f"{_fmt(epoch)} ({_fmt(speed.get('seconds'), 2)} s)")
+        out["speed"] = f"{text} · {speed.get('reached', 0)}/{speed.get('runs', 0)} runs"
+    return out
+
+
+def _tunability_rows(result: JobResult, facts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The cells of the tunability table, leaderboard order."""
+    rows = []
+    for name in [r.optimizer for r in result.leaderboard] or list(facts["optimizers"]):
         f = facts["optimizers"].get(name)
         if f is None:
             continue
         t, s, seeds, hyper = f["tunability"], f["shares"], f["seeds"], f["hyper"]
         ratio = (hyper["std"] / seeds["std"] if hyper.get("std") and seeds.get("std")
                  else None)
-        tun_rows.append(
-            "<tr>" + "".join(f"<td>{c}</td>" for c in [
-                f"<b>{escape(name)}</b>", _fmt(t["best"]), _fmt(t["expected_1"]),
-                _fmt(t["k_within_1pct"]) + f" of {t['n']}", _fmt(t["cpe"]), _fmt(t["cpu"]),
-                _fmt(t["cpl"]),
-                f"{_pct(s['share_pruned'])} / {_pct(s['share_diverged'])} / "
-                f"{_pct(s['share_failed'])}",
-                _fmt(seeds.get("std"), 2), _fmt(hyper.get("std"), 2),
-                "–" if ratio is None else f"{ratio:.2g}×" if ratio < 10 else f"{ratio:.0f}×"])
-            + "</tr>")
-    tun_table = (
-        "<table><thead><tr><th>optimizer</th><th>best trial</th><th>expected best of 1 "
-        "trial</th><th>trials to within 1% of best</th><th>CPE (early)</th><th>CPU "
-        "(uniform)</th><th>CPL (late)</th><th>pruned / diverged / failed</th>"
-        "<th>std across seeds</th><th>std across hyperparameters</th>"
-        "<th>hyper / seed std</th></tr></thead><tbody>" + "".join(tun_rows)
-        + "</tbody></table>")
-
-    warnings = list(facts.get("warnings") or [])
-    warn_html = ("<ul class='warn'>" + "".join(f"<li>{escape(w)}</li>" for w in warnings)
-                 + "</ul>" if warnings else "<p>None: no best value at the edge of its range, "
-                 "no inclusion violation, no optimizer without a complete trial.</p>")
-    captions = dict(FIGURES)
-    figs = "".join(
-        f"<figure><img src='{escape(name)}' alt='{escape(name)}'>"
-        f"<figcaption>{escape(captions.get(name, name))}</figcaption></figure>"
-        for name, _ in FIGURES if name in figures)
-    note_html = ("<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes)
-                 + "</ul>" if notes else "")
-    versions = versions or {}
-    version_text = ", ".join(f"{k} {v}" for k, v in versions.items())
-    version_origin = ("stored with the job" if versions_stored
-                      else "installed where this report was made, not necessarily where the "
-                           "job ran")
-    spec_yaml = yaml.safe_dump(dict(spec), sort_keys=False, allow_unicode=True)
-    winner = (result.get("export") or {}).get("best")
-    seconds: Any = result.get("seconds")
-    summary = (f"Job {job_id} compared {len(rows)} optimizers on <b>{escape(str(spec['task']))}"
-               f"</b> by <b>{escape(metric)}</b> ({'lower' if mode == 'min' else 'higher'} is "
-               f"better)" + (f"; best: <b>{escape(str(winner))}</b>" if winner else "")
-               + (f"; it took {seconds:.0f} s." if is_finite(seconds) else "."))
-    return _HTML.format(
-        title=escape(f"tuner report — job {job_id}: {spec.get('name', '')}"),
-        summary=summary, table=table, protocol=escape(protocol_text(spec)),
-        warnings=warn_html, tunability=tun_table, figures=figs, notes=note_html,
-        versions=escape(version_text), version_origin=version_origin,
-        problem=escape(_problem_text(result.get("problem"))),
-        spec=escape(spec_yaml), shuffles=_shuffles(facts),
-    )
+        rows.append({"cells": [
+            name, _fmt(t["best"]), _fmt(t["expected_1"]),
+            _fmt(t["k_within_1pct"]) + f" of {t['n']}", _fmt(t["cpe"]), _fmt(t["cpu"]),
+            _fmt(t["cpl"]),
+            f"{_pct(s['share_pruned'])} / {_pct(s['share_diverged'])} / "
+            f"{_pct(s['share_failed'])}",
+            _fmt(seeds.get("std"), 2), _fmt(hyper.get("std"), 2),
+            "–" if ratio is None else f"{ratio:.2g}×" if ratio < 10 else f"{ratio:.0f}×"]})
+    return rows
 
 
-def _raw(row: Mapping[str, Any]) -> str:
+def _raw(row: LeaderboardRow) -> str:
     """`` (raw 0.037)``: Welch's p before Holm's adjustment, when it differs."""
-    raw, p = row.get("p_raw"), row.get("p_vs_leader")
+    raw, p = row.p_raw, row.p_vs_leader
     if raw is None or p is None or abs(raw - p) < 1e-12:
         return ""
     return f" (raw {raw:.2g})"
@@ -308,50 +299,3 @@ def _shuffles(facts: Mapping[str, Any]) -> Any:
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
-
-
-_HTML = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }}
-h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.2em; margin-top: 1.8em;
-     border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
-table {{ border-collapse: collapse; font-size: .88em; margin: .6em 0; }}
-th, td {{ border: 1px solid #ddd; padding: .3em .55em; text-align: right; }}
-th {{ background: #f4f4f4; vertical-align: bottom; }}
-td:nth-child(2), th:nth-child(2) {{ text-align: left; }}
-.leader {{ color: #17803d; font-weight: bold; }} .tied {{ color: #1f6fb4; font-weight: bold; }}
-.worse {{ color: #b03a2e; }}
-ul.warn li {{ color: #8a5a00; }} ul.notes li {{ color: #666; }}
-figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #eee; }}
-figcaption {{ font-size: .9em; color: #444; margin-top: .3em; }}
-pre {{ background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }}
-</style></head><body>
-<h1>{title}</h1>
-<p>{summary}</p>
-<h2>Leaderboard</h2>
-{table}
-<h2>Protocol</h2>
-<p>{protocol}</p>
-<h2>Warnings</h2>
-{warnings}
-<h2>Tunability and sensitivity</h2>
-<p>Expected best after k trials from {shuffles} random orders of each optimizer's trials
-(Sivaprasad et al. 2020); CPE, CPU and CPL are its mean over k = 1..n weighted early, uniformly
-and late. "std across seeds" is the spread of the final re-runs (sensitivity to initialization),
-"std across hyperparameters" that of all complete trials.</p>
-{tunability}
-<h2>Figures</h2>
-{notes}
-{figures}
-<h2>Re-running this job</h2>
-<p>Library versions ({version_origin}): {versions}.</p>
-<p>Problem instance: {problem}.</p>
-<p>The job file (<code>tuner run job.yaml</code> with the same seed on the same hardware gives
-the same trials):</p>
-<pre>{spec}</pre>
-</body></html>
-"""

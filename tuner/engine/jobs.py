@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.analysis.export import build_export, render_export
-from tuner.analysis.statistics import leaderboard
+from tuner.analysis.statistics import rank
 from tuner.config import Settings
 from tuner.errors import JobCancelled, JobInterrupted
 from tuner.outages import riding_out
-from tuner.results import JobOutcome, JobProgress, SearchResult
+from tuner.results import JobOutcome, JobProgress, JobResult, LeaderboardRow, SearchResult
 from tuner.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -210,34 +210,33 @@ def run_job(
 
 def outcome_of(search: SearchResult) -> JobOutcome:
     """A finished search ranked (the leaderboard) and exported."""
-    board = leaderboard(search.spec, search.results, search.progress)
+    board = rank(search.spec, search.results, search.progress)
     export = build_export(search.job_id, search.spec, search.results, board)
     found = {f.name: getattr(search, f.name) for f in dataclasses.fields(search)}
-    return JobOutcome(**found, export=export, leaderboard=board)
+    return JobOutcome(**found, export=export, leaderboard=[row.to_dict() for row in board])
 
 
 def _log_optimizers(tracker: Any, outcome: JobOutcome) -> None:
     """Each optimizer run's summary: best and final metrics, rank, best setting, headline."""
     metric = outcome.spec.metric
-    for row in outcome.leaderboard:
-        name = row["optimizer"]
-        result = outcome.results[name]
-        metrics = {f"best_{metric}": row["best"], f"final_mean_{metric}": row["mean"],
-                   f"final_std_{metric}": row["std"], "rank": row["rank"]}
+    for row in map(LeaderboardRow.from_dict, outcome.leaderboard):
+        result = outcome.results[row.optimizer]
+        metrics = {f"best_{metric}": row.best, f"final_mean_{metric}": row.mean,
+                   f"final_std_{metric}": row.std, "rank": row.rank}
         tracker.log_optimizer(
-            name, metrics={k: v for k, v in metrics.items() if v is not None},
+            row.optimizer, metrics={k: v for k, v in metrics.items() if v is not None},
             params={f"best.{k}": v for k, v in (result.hyperparameters or {}).items()},
             headline=_headline(row),
         )
 
 
-def _headline(row: dict[str, Any]) -> str:
+def _headline(row: LeaderboardRow) -> str:
     """``#1 0.9739±0.0054`` (final mean ± std) or ``#3 best 0.97`` without final runs."""
-    if row["mean"] is not None:
-        return f"#{row['rank']} {row['mean']:.4g}±{row['std']:.2g}"
-    if row["best"] is not None:
-        return f"#{row['rank']} best {row['best']:.4g}"
-    return f"#{row['rank']} no result"
+    if row.mean is not None:
+        return f"#{row.rank} {row.mean:.4g}±{row.std:.2g}"
+    if row.best is not None:
+        return f"#{row.rank} best {row.best:.4g}"
+    return f"#{row.rank} no result"
 
 
 def _best_effort(call: Callable[[], None], job_id: int) -> None:
@@ -272,7 +271,7 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
         ),
         "export_path": str(path.resolve()),
     }
-    report_files = _write_report(settings, job_id, spec, result)
+    report_files = _write_report(settings, job_id, spec, JobResult.from_dict(result))
     if report_files:
         result["report_path"] = str(report_files[-1].resolve())
     result["report_files"] = [str(p.resolve()) for p in report_files]
@@ -294,25 +293,21 @@ def _succeeded(url: str, job_id: int, message: str | None = None) -> None:
 
 def _log_to_mlflow(tracker: Any, spec: JobSpec, result: dict[str, Any]) -> None:
     """The job run's summary metrics, headline, export, leaderboard and report."""
-    board = result["leaderboard"]
-    summary: dict[str, float] = {}
-    for row in board:
-        value = row["mean"] if row["mean"] is not None else row["best"]
-        if value is not None:
-            summary[f"{row['optimizer']}.{spec.metric}"] = value
-    leader = board[0] if board else None
+    stored = JobResult.from_dict(result)
+    summary = {f"{row.optimizer}.{spec.metric}": row.score for row in stored.leaderboard
+               if row.score is not None}
+    leader = stored.leaderboard[0] if stored.leaderboard else None
     headline = None
-    if leader is not None and (leader["mean"] is not None or leader["best"] is not None):
-        value = leader["mean"] if leader["mean"] is not None else leader["best"]
-        headline = f"{leader['optimizer']} {value:.4g}"
-    tracker.log_files([Path(p) for p in result["report_files"]], artifact_path="report")
-    tracker.publish_leaderboard(board, metric=spec.metric)
+    if leader is not None and leader.score is not None:
+        headline = f"{leader.optimizer} {leader.score:.4g}"
+    tracker.log_files([Path(p) for p in stored.report_files], artifact_path="report")
+    tracker.publish_leaderboard(result["leaderboard"], metric=spec.metric)
     tracker.finish_job(
         status="FINISHED",
         headline=headline,
         metrics=summary,
-        artifacts={"export.yaml": render_export(result["export"], "yaml"),
-                   "leaderboard.json": json.dumps(board, indent=2)},
+        artifacts={"export.yaml": render_export(stored.export, "yaml"),
+                   "leaderboard.json": json.dumps(result["leaderboard"], indent=2)},
     )
 
 
@@ -321,7 +316,7 @@ def report_dir(settings: Settings, job_id: int) -> Path:
 
 
 def _write_report(settings: Settings, job_id: int, spec: JobSpec,
-                  result: dict[str, Any]) -> list[Path]:
+                  result: JobResult) -> list[Path]:
     """The job's report (plots and report.html); a plotting error never fails the job."""
     from tuner.analysis.report import write_report
 
