@@ -222,6 +222,7 @@ class JobTracker:
         self.job_run_id = ""
         self.optimizer_runs: dict[str, str] = {}
         self._runs: dict[str, str] = {}  # trial key -> run id, written by the logging thread
+        self._adopted: set[str] = set()  # trial keys of runs an earlier coordinator began
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-mlflow")
         self._pending: list[Future[Any]] = []
         self._lock = threading.Lock()
@@ -319,8 +320,10 @@ class JobTracker:
                 for r in self.runs(level)}
 
     def adopt(self, key: str, run_id: str) -> None:
-        """Take over a run recorded by an earlier coordinator of this job."""
+        """Take over a run recorded by an earlier coordinator of this job: ending it
+        (:meth:`run_finished`) logs only the epochs it does not have yet."""
         self._runs[key] = run_id
+        self._adopted.add(key)
 
     # -- trials (asynchronous, in order, on the logging thread) ----------------------------
 
@@ -369,7 +372,8 @@ class JobTracker:
             run_id = self._runs.get(key)
             if run_id is None:
                 return  # its creation failed and was reported already
-            self.mlflow.log_batches(run_id, metrics=metrics, tags=all_tags)
+            new = self._missing(run_id, metrics) if key in self._adopted else metrics
+            self.mlflow.log_batches(run_id, metrics=new, tags=all_tags)
             self.mlflow.set_terminated(run_id, status=status)
 
         self._submit(finish)
@@ -482,6 +486,17 @@ class JobTracker:
             raise MlflowUnavailableError(str(self.failure))
 
     # -- internals -------------------------------------------------------------------------
+
+    def _missing(self, run_id: str, metrics: list[Any]) -> list[Any]:
+        """The points of ``metrics`` (by key and step) that the run does not have: an
+        earlier coordinator of the job may have logged its epochs and been killed before it
+        ended the run, and the same epochs logged again, with a new timestamp, would be
+        there twice (MLflow skips only a point whose timestamp and value it has)."""
+        present = self.mlflow.get_run(run_id).data.metrics
+        logged = {(point.key, point.step)
+                  for name in {m.key for m in metrics} if name in present
+                  for point in self.mlflow.get_metric_history(run_id, name)}
+        return [m for m in metrics if (m.key, m.step) not in logged]
 
     def _submit(self, call: Callable[[], None]) -> None:
         def guarded() -> None:

@@ -75,7 +75,8 @@ def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], An
             # (its re-run samples the rest).
             hyper = dict(frozen.params)
         # Its epochs as the pruner saw them, or as the ledger kept them without a pruner:
-        # the killed coordinator may not have logged them to MLflow.
+        # the killed coordinator may not have logged them to MLflow (what it did log is not
+        # logged again: an adopted run gets the points it lacks).
         points = sorted(frozen.intermediate_values.items()) or [
             (int(epoch), value) for epoch, value in attrs.get(CURVE, [])]
         curve = [value for _, value in points]
