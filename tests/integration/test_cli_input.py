@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.cli._text import printable, shown
+from tuner.cli._text import as_text, printable, shown
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("tuner_home")]
 
@@ -98,6 +98,17 @@ def test_user_text_with_control_characters_is_shown_escaped() -> None:
     assert printable("line one\nline two", keep_newlines=True) == "line one\nline two"
     assert printable("optimiseur ü → ok") == "optimiseur ü → ok"
     assert shown("[bold]x\x1b") == "\\[bold]x\\x1b"
+    # Invisible characters too: zero-width space and joiners, word joiner, soft hyphen, BOM,
+    # a tag character; a lone surrogate (not even UTF-8) is escaped, not a crash.
+    assert printable("zero\u200bwidth\u200c\u200d\u2060\u00ad\ufeff") == (
+        "zero\\u200bwidth\\u200c\\u200d\\u2060\\xad\\ufeff")
+    assert printable("tag\U000e0041") == "tag\\U000e0041"
+    assert printable("half\udc80") == "half\\udc80"
+    # ... while text that is visible stays itself: emoji, accents, CJK, a no-break space.
+    assert printable("🚋 naïve 列車\u00a0ok") == "🚋 naïve 列車\u00a0ok"
+    # Text is shown as text: no markup, no emoji code, whatever console prints it.
+    assert as_text("mypkg.loop:train:").plain == "mypkg.loop:train:"
+    assert as_text("[bold]x[/] \u200b").plain == "[bold]x[/] \\u200b"
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -143,3 +143,29 @@ def test_progress_bars_give_way_to_the_counts_at_80_columns() -> None:
         assert len(lines) == 2 and all(len(line) <= width for line in lines), lines
         assert not any("…" in line for line in lines), lines
         assert f"20/20 {counts} · final 5/5" in lines[1], lines
+
+
+def test_user_text_in_the_leaderboard_at_80_columns_is_text() -> None:
+    """A job named ``a:train:`` on ``mypkg.loop:train``, an optimizer name with a zero-width
+    space and one with brackets: printed as written (no emoji, no markup), the invisible
+    character escaped, on any console (this one reads emoji codes)."""
+    from tuner.cli._follow import job_title
+
+    rows = [dict(row) for row in DEMO]
+    rows[0]["optimizer"] = "sgd:train:"
+    rows[1]["optimizer"] = "mini\u200bbatch"
+    rows[2]["optimizer"] = "[bold]rms[/]"
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    title = job_title(1, "a:train:", "mypkg.loop:train", " — ranked by the mean of 5 final "
+                      "re-runs of each optimizer's best setting")
+    Leaderboard(rows, metric="val_accuracy", mode="max", title=title).print(console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    lines = [line.rstrip() for line in text.splitlines()]
+
+    assert all(len(line) <= 80 for line in lines)
+    assert "🚋" not in text and "\u200b" not in text
+    assert lines[0].startswith("job 1: a:train: on mypkg.loop:train — ranked by"), lines[0]
+    rows_shown = body(lines)
+    assert re.match(r"1 +sgd:train: +0\.9739 ± 0\.0054 ", rows_shown[0]), rows_shown[0]
+    assert re.match(r"2 +mini\\u200bbatch +0\.9728 ", rows_shown[1]), rows_shown[1]
+    assert re.match(r"3 +\[bold\]rms\[/\] +0\.97 ", rows_shown[2]), rows_shown[2]
