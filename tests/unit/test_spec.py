@@ -437,3 +437,12 @@ def test_the_lr_range_test_cannot_drive_a_training_loop() -> None:
         "lr_range_test: task 'cartpole-reinforce' is a training loop; the range test trains a "
         "Task (a model, data and a loss) and cannot drive a loop"
     ]
+
+
+def test_an_unknown_field_lists_the_fields_of_the_model_it_is_in() -> None:
+    # Found by following the field's path through the models, not by its spelling: a
+    # top-level key written "resources.disks" is a field of the job, not of resources.
+    assert problems_of({**MINIMAL, "resources.disks": 1}) == [
+        f"resources.disks: unknown field; allowed: {FIELDS}"]
+    assert problems_of({**MINIMAL, "resources": {"disks": 1}}) == [
+        "resources.disks: unknown field; allowed: cpus_per_trial, gpus_per_trial"]
