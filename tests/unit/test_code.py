@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -283,3 +285,23 @@ def test_workers_kept_warm_serve_only_jobs_with_the_same_code_and_requirements()
         job, job | {"code": "b" * 64}, job | {"requirements": ["termcolor>=2"]})}
     assert len(keys) == 3
     assert worker_key(parse_job(job)) == worker_key(parse_job(job | {"trials": 7}))
+
+
+def test_packing_and_checking_load_neither_ray_nor_the_store(tmp_path: Path) -> None:
+    # The CLI packs and the API checks with tuner.code: a fresh interpreter, as a user's
+    # shell has, imports the package and does both.
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tuner.code import check_archive, pack_directory, worker_failure\n"
+        f"archive = pack_directory(Path({str(project(tmp_path))!r}), max_bytes=2**20)\n"
+        "assert check_archive(archive.data, max_bytes=2**20) == archive.sha256\n"
+        "worker_failure(RuntimeError('x'))\n"
+        "print(sorted(m for m in ('ray', 'tuner.store', 'sqlalchemy', 'torch', 'mlflow', "
+        "'optuna') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
