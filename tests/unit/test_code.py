@@ -22,7 +22,9 @@ from tuner.code import (
     worker_failure,
 )
 from tuner.config import Settings
+from tuner.engine.cluster import worker_key
 from tuner.errors import CodeError
+from tuner.spec import parse_job
 
 MiB = 2**20
 
@@ -277,9 +279,6 @@ Last 50 lines of stdout:
 
 
 def test_workers_kept_warm_serve_only_jobs_with_the_same_code_and_requirements() -> None:
-    from tuner.engine.cluster import worker_key
-    from tuner.spec import parse_job
-
     job = {"task": "mymodel.tasks:build", "optimizers": ["adam"], "code": "a" * 64}
     keys = {worker_key(parse_job(doc)) for doc in (
         job, job | {"code": "b" * 64}, job | {"requirements": ["termcolor>=2"]})}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import search_spaces
-from tuner import JobSpec, SpecError, load_job_file, parse_job
+from tuner import JobSpec, SpecError, TunerError, load_job_file, parse_job
 from tuner.task import task_names
 
 SPACES = ", ".join(search_spaces.available())
@@ -142,8 +143,6 @@ def test_a_module_path_task_is_accepted_without_importing_it() -> None:
 
 
 def test_the_rest_body_and_the_file_give_the_same_spec(tmp_path: Path) -> None:
-    import yaml
-
     path = tmp_path / "job.yaml"
     path.write_text(VALID_FILE)
 
@@ -356,8 +355,6 @@ def test_field_errors_of_a_file_name_the_file(tmp_path: Path) -> None:
 
 
 def test_spec_error_is_a_value_error_and_a_tuner_error() -> None:
-    from tuner import TunerError
-
     with pytest.raises(SpecError) as info:
         parse_job({})
 
