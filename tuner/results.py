@@ -44,6 +44,7 @@ __all__ = [
     "SearchResult",
     "StoredFinal",
     "StoredOptimizer",
+    "StoredParam",
     "StoredTrial",
     "TrialOutcome",
     "TrialRecord",
@@ -390,6 +391,36 @@ class StoredFinal:
 
 
 @dataclass(frozen=True)
+class StoredParam:
+    """One parameter of an optimizer's search space as stored (``SearchSpace.to_dict()``;
+    the range of a ``one_minus`` parameter is that of ``q = 1 - value``)."""
+
+    kind: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    one_minus: bool = False
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """The smallest and largest value searched: a float's bounds, or a categorical's
+        smallest and largest number."""
+        if self.kind == "float" and self.low is not None and self.high is not None:
+            return self.low, self.high
+        if self.choices and all(is_finite(c) for c in self.choices):
+            return float(min(self.choices)), float(max(self.choices))
+        return None
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> StoredParam:
+        return cls(kind=str(stored.get("type", "categorical")), low=_number(stored.get("low")),
+                   high=_number(stored.get("high")), log=bool(stored.get("log")),
+                   one_minus=bool(stored.get("one_minus")),
+                   choices=tuple(stored.get("choices") or ()))
+
+
+@dataclass(frozen=True)
 class StoredOptimizer:
     """One optimizer of a stored result (:meth:`OptimizerResult.to_dict`)."""
 
@@ -397,7 +428,7 @@ class StoredOptimizer:
     best_trial: int | None = None
     hyperparameters: Mapping[str, Any] | None = None  # of the best trial
     config: Mapping[str, Any] | None = None
-    space: Mapping[str, Any] = field(default_factory=dict)  # SearchSpace.to_dict()
+    params: Mapping[str, StoredParam] = field(default_factory=dict)  # its search space
     best_curves: Curves = field(default_factory=Curves)
     trials: tuple[StoredTrial, ...] = ()
     finals: tuple[StoredFinal, ...] = ()
@@ -418,7 +449,8 @@ class StoredOptimizer:
             best_trial=_int(stored.get("best_trial")),
             hyperparameters=stored.get("hyperparameters"),
             config=stored.get("config"),
-            space=dict(stored.get("space") or {}),
+            params={name: StoredParam.from_dict(p)
+                    for name, p in ((stored.get("space") or {}).get("params") or {}).items()},
             best_curves=Curves.from_dict(stored.get("best_curves")),
             trials=tuple(StoredTrial.from_dict(t) for t in stored.get("trials") or ()),
             finals=tuple(StoredFinal.from_dict(f) for f in stored.get("finals") or ()),
@@ -479,14 +511,18 @@ class LrRangeCurve:
 
     low: float
     searched_high: float
-    lrs: tuple[float, ...] = ()
+    lrs: tuple[float | None, ...] = ()
     losses: tuple[float | None, ...] = ()
     blowup_lr: float | None = None
 
     @classmethod
-    def from_dict(cls, stored: Mapping[str, Any]) -> LrRangeCurve:
-        return cls(low=float(stored["low"]), searched_high=float(stored["searched_high"]),
-                   lrs=tuple(float(v) for v in stored.get("lrs") or ()),
+    def from_dict(cls, stored: Mapping[str, Any]) -> LrRangeCurve | None:
+        """The stored test, or ``None`` when it lacks its range."""
+        low, high = _number(stored.get("low")), _number(stored.get("searched_high"))
+        if low is None or high is None:
+            return None
+        return cls(low=low, searched_high=high,
+                   lrs=tuple(_number(v) for v in stored.get("lrs") or ()),
                    losses=tuple(_number(v) for v in stored.get("losses") or ()),
                    blowup_lr=_number(stored.get("blowup_lr")))
 
@@ -571,8 +607,8 @@ class JobResult:
             seconds=_number(stored.get("seconds")),
             versions=stored.get("versions"),
             problem=dict(stored.get("problem") or {}),
-            lr_range={name: LrRangeCurve.from_dict(r)
-                      for name, r in (stored.get("lr_range") or {}).items()},
+            lr_range={name: curve for name, r in (stored.get("lr_range") or {}).items()
+                      if (curve := LrRangeCurve.from_dict(r)) is not None},
             landscape=LandscapeInfo.from_dict(landscape) if landscape else None,
             export_path=stored.get("export_path"),
             report_path=stored.get("report_path"),

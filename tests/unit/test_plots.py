@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from tuner.analysis import plots, report, statistics
-from tuner.results import Curves, JobResult, LeaderboardRow, StoredFinal, StoredTrial
+from tuner.results import (
+    Curves,
+    JobResult,
+    LeaderboardRow,
+    StoredFinal,
+    StoredOptimizer,
+    StoredTrial,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -187,7 +194,7 @@ def test_tunability_summaries() -> None:
 
 
 def test_edge_warnings_name_the_parameter_range_and_fix() -> None:
-    space = _space("momentum")
+    space = StoredOptimizer.from_dict({"space": _space("momentum")}).params
     assert statistics.edge_warnings("momentum", {"lr": 0.01, "momentum": 0.9}, space) == []
     [lr] = statistics.edge_warnings("momentum", {"lr": 0.9, "momentum": 0.9}, space)
     assert lr == ("momentum: the best lr=0.9 lies at the upper edge of its range [0.0001, 1]; "

@@ -44,6 +44,7 @@ def test_an_optimizer_result_round_trips_through_its_stored_json() -> None:
     assert [t.number for t in adam.trials] == [0, 1]
     assert [t.state for t in adam.trials] == [TrialOutcome.PRUNED, TrialOutcome.COMPLETE]
     assert adam.complete_trials[0].value == 0.2 and adam.best_lr == 0.01
+    assert adam.params["lr"].kind == "float" and adam.params["lr"].log
     assert adam.best_curves.positions == ((0.5, -0.5), (0.2, -0.2))
     assert [f.state for f in adam.finals] == [TrialOutcome.COMPLETE, TrialOutcome.DIVERGED]
     assert adam.finals[0].curves.of("val_loss") == (0.4, 0.21)
@@ -75,7 +76,7 @@ def test_an_older_result_without_the_newer_fields_still_reads() -> None:
     sgd = stored.optimizers["sgd"]
     assert sgd.trials[0] == StoredTrial(number=0, state=TrialOutcome.FAIL)
     assert sgd.finals[0].state is TrialOutcome.COMPLETE  # before final runs had a state
-    assert sgd.space == {} and sgd.best_curves == Curves()
+    assert sgd.params == {} and sgd.best_curves == Curves()
     row = stored.leaderboard[0]
     assert row.score == 0.9 and row.finals == (0.8,) and row.rank == 0
     assert JobResult.from_dict(None) == JobResult()

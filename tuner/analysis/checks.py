@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tuner.analysis.ranking import ALPHA, welch_p
-from tuner.results import LeaderboardRow, better, is_finite
+from tuner.results import LeaderboardRow, StoredParam, better, is_finite
 
 __all__ = ["EDGE_MARGIN", "INCLUSIONS", "edge_warnings", "inclusion_warnings"]
 
@@ -28,33 +28,33 @@ INCLUSIONS: tuple[tuple[str, str], ...] = (
 
 
 def edge_warnings(name: str, hyperparameters: Mapping[str, Any] | None,
-                  space: Mapping[str, Any] | None, *, margin: float = EDGE_MARGIN) -> list[str]:
+                  params: Mapping[str, StoredParam] | None, *,
+                  margin: float = EDGE_MARGIN) -> list[str]:
     """Warn for each tuned continuous parameter whose best value lies at the edge of its range.
 
-    ``space`` is ``SearchSpace.to_dict()`` (``params.<name>: {type, low, high, log,
-    one_minus}``; ranges of ``one_minus`` parameters are of ``q = 1 - value``). The position is
-    measured on the sampling scale (log for log-uniform): the outer ``margin`` of it on either
-    side is the edge. Categorical parameters (batch size, weight decay grids) are not checked,
-    nor the lower edge of ``lr_decay`` (all but a constant rate: the natural end of that range).
+    ``params`` is the optimizer's search space (``StoredOptimizer.params``; ranges of
+    ``one_minus`` parameters are of ``q = 1 - value``). The position is measured on the
+    sampling scale (log for log-uniform): the outer ``margin`` of it on either side is the
+    edge. Categorical parameters (batch size, weight decay grids) are not checked, nor the
+    lower edge of ``lr_decay`` (all but a constant rate: the natural end of that range).
     REFERENCE.md protocol 6.
 
     Example:
-        >>> space = {"params": {"lr": {"type": "float", "low": 1e-5, "high": 0.1, "log": True}}}
-        >>> edge_warnings("adam", {"lr": 0.095}, space)  # doctest: +ELLIPSIS
+        >>> lr = StoredParam("float", low=1e-5, high=0.1, log=True)
+        >>> edge_warnings("adam", {"lr": 0.095}, {"lr": lr})  # doctest: +ELLIPSIS
         ['adam: the best lr=0.095 lies at the upper edge of its range [1e-05, 0.1]; ...']
     """
-    if not hyperparameters or not space:
+    if not hyperparameters or not params:
         return []
     out: list[str] = []
-    for param, p in (space.get("params") or {}).items():
-        if p.get("type") not in ("float", "int") or param not in hyperparameters:
+    for param, p in params.items():
+        if p.kind not in ("float", "int") or param not in hyperparameters:
             continue
-        value, low, high = hyperparameters[param], p.get("low"), p.get("high")
+        value, low, high = hyperparameters[param], p.low, p.high
         if not (is_finite(value) and is_finite(low) and is_finite(high)) or high <= low:
             continue
-        one_minus = bool(p.get("one_minus"))
-        x = 1.0 - value if one_minus else value
-        log = bool(p.get("log")) or one_minus
+        x = 1.0 - value if p.one_minus else value
+        log = p.log or p.one_minus
         if log and (x <= 0 or low <= 0):
             continue
         if log:
@@ -66,8 +66,8 @@ def edge_warnings(name: str, hyperparameters: Mapping[str, Any] | None,
         if param == "lr_decay" and position < margin:
             continue  # the lower edge of the decay is all but a constant rate: nothing to widen
         # Say it in the value's terms: for one_minus the value's upper edge is q's lower one.
-        lo_v, hi_v = (1.0 - high, 1.0 - low) if one_minus else (low, high)
-        side = ("upper" if position < margin else "lower") if one_minus else (
+        lo_v, hi_v = (1.0 - high, 1.0 - low) if p.one_minus else (low, high)
+        side = ("upper" if position < margin else "lower") if p.one_minus else (
             "lower" if position < margin else "upper")
         out.append(
             f"{name}: the best {param}={value:.3g} lies at the {side} edge of its range "

@@ -108,7 +108,7 @@ def report_facts(spec: Mapping[str, Any], result: JobResult | Mapping[str, Any],
         if o.best_value is None:
             warnings.append(f"{name}: no trial completed; it is ranked last and has no final "
                             "re-runs")
-        warnings.extend(edge_warnings(name, o.hyperparameters, o.space))
+        warnings.extend(edge_warnings(name, o.hyperparameters, o.params))
         diverged = facts["shares"]["share_diverged"]
         if diverged is not None and diverged >= 0.5:
             warnings.append(f"{name}: {diverged:.0%} of its trials diverged; its learning-rate "

@@ -45,17 +45,6 @@ class LrSensitivityInfo(NamedTuple):
     log_y: bool
 
 
-def _lr_span(o: StoredOptimizer) -> tuple[float, float] | None:
-    """The lr's search range: a float's bounds, or a categorical's smallest and largest."""
-    lr = (o.space.get("params") or {}).get("lr") or {}
-    if lr.get("type") == "float" and is_finite(lr.get("low")) and is_finite(lr.get("high")):
-        return float(lr["low"]), float(lr["high"])
-    choices = lr.get("choices")
-    if choices and all(is_finite(c) for c in choices):
-        return float(min(choices)), float(max(choices))
-    return None
-
-
 def _last(curve: Sequence[float | None]) -> float | None:
     finite = [v for v in curve if is_finite(v)]
     return float(finite[-1]) if finite else None
@@ -72,7 +61,7 @@ def _panel(o: StoredOptimizer) -> LrPanel:
         points[state].append((t.lr, y if is_finite(y) else None))
     best = (o.best_lr, o.best_value) if o.best_lr is not None and is_finite(o.best_value) \
         else None
-    return LrPanel(points, _lr_span(o), best,
+    return LrPanel(points, o.params['lr'].span if 'lr' in o.params else None, best,
                    [f.value for f in o.finals if is_finite(f.value)])
 
 
@@ -212,8 +201,9 @@ def _lr_range_info(result: JobResult) -> LrRangeInfo | None:
     curves: dict[str, tuple[list[float], list[float]]] = {}
     for name in names:
         points = [(lr, loss) for lr, loss in zip(found[name].lrs, found[name].losses,
-                                                  strict=False) if is_finite(loss)]
-        curves[name] = ([lr for lr, _ in points], [loss for _, loss in points if loss is not None])
+                                                  strict=False)
+                  if lr is not None and loss is not None and is_finite(loss)]
+        curves[name] = ([lr for lr, _ in points], [loss for _, loss in points])
     return LrRangeInfo({name: found[name] for name in names}, curves)
 
 
