@@ -170,6 +170,7 @@ def test_jobs_shows_names_and_tasks_as_text(jobs: dict[str, int], api: TestClien
         assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
         assert "🚋" not in narrow.stdout and "\u200b" not in narrow.stdout
         assert "a:train:" in narrow.stdout
+        assert "…" not in narrow.stdout  # a long name or task wraps; none is cut
 
 
 def test_status_shows_names_tasks_and_errors_as_text(jobs: dict[str, int],

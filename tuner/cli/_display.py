@@ -299,10 +299,11 @@ def _target(row: Mapping[str, Any]) -> str:
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:
-    """The jobs as ``tuner jobs`` lists them (the API's list form); user text as text."""
+    """The jobs as ``tuner jobs`` lists them (the API's list form), user text as text; in a
+    narrow terminal a long name or task wraps, never cut."""
     table = Table(header_style="bold")
     for column in ("id", "name", "task", "state", "optimizers", "created", "took"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     colors = {"succeeded": "green", "failed": "red", "running": "cyan", "queued": "yellow",
               "cancelled": "magenta"}
     for job in jobs:
