@@ -209,3 +209,19 @@ def test_follow_shows_the_leaderboard_titled_with_the_users_text(
         assert f"job {jobs['done']}: a:train: on mypkg.loop:train" in lines, watched.stdout
         assert "best optimizer: sgd  (151 s)\n" in watched.stdout
         assert "🚋" not in watched.stdout
+
+
+def test_a_state_or_limit_no_source_takes_is_a_usage_error(jobs: dict[str, int],
+                                                          api: TestClient) -> None:
+    from typing import get_args
+
+    from tuner.cli._jobs import JobStateName
+
+    assert set(get_args(JobStateName)) == {state.value for state in store.JobState}
+    for server in ((), ("--server", URL)):
+        for option in (("--state", ":train:"), ("--limit", "0")):
+            result = tuner_cli("jobs", *option, *server)
+
+            assert result.exit_code == 2, (option, result.stdout, result.exception)
+            assert f"Invalid value for '{option[0]}'" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.text import Text
@@ -21,6 +21,10 @@ from tuner.config import Settings, get_settings
 from tuner.errors import JobCancelled, SpecError, TaskError, TunerError
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file, parse_job
 from tuner.task import is_module_path, resolve_task
+
+#: A job's states (``tuner.store.JobState``, not imported for start-up): ``--state`` takes one,
+#: checked here alike for the local store and a server.
+JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 #: The demo: the seven classic optimizers on the digits, a few minutes on 2 CPU cores.
 DEMO_JOB: dict[str, Any] = {
@@ -161,8 +165,9 @@ def resume(
 @app.command(rich_help_panel="Jobs and results")
 @friendly
 def jobs(
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    state: Annotated[JobStateName | None, typer.Option(
+        help="Only jobs in this state.", show_default=False)] = None,
     server: ServerOption = None,
 ) -> None:
     """List the jobs of this store, or of the server at TUNER_URL / --server."""
