@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+import search_spaces
 from tuner.cli._app import app, friendly
 from tuner.cli._display import console
 from tuner.cli._text import as_text
@@ -19,8 +20,6 @@ def spaces(
     name: Annotated[str | None, typer.Argument(help="Show one search space in full.")] = None,
 ) -> None:
     """List the optimizers' search spaces (search_spaces/*.yaml)."""
-    import search_spaces
-
     names = [name] if name else search_spaces.available()
     table = Table(header_style="bold")
     table.add_column("optimizer")

@@ -30,7 +30,7 @@ __all__ = ["job_studies", "study_links"]
 def job_studies(storage: Any, job_id: int, optimizers: list[str]) -> list[tuple[str, int]]:
     """``(optimizer, Optuna study id)`` of a job's studies that exist, in ``optimizers``'
     order (a queued job has none yet)."""
-    from optuna.exceptions import OptunaError
+    from optuna.exceptions import OptunaError  # Optuna is never loaded at start-up
 
     found = []
     for name in optimizers:
@@ -52,7 +52,7 @@ def study_links(base: str, studies: list[tuple[str, int]]) -> tuple[str, dict[st
 
 
 def _open_storage(url: str) -> Any:
-    import optuna
+    import optuna  # never loaded at start-up
 
     engine_kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
@@ -89,7 +89,9 @@ def dashboard(
     study, live while the job runs. Ctrl-C stops it.
     """
     # The studies of this machine's jobs database: the local store's job, whatever TUNER_URL.
-    from tuner.cli._local import local_job  # the store (SQLAlchemy): not loaded for --help
+    # The store (SQLAlchemy) loads when a command uses it, not at start-up (tuner --help).
+    from tuner.cli._local import local_job
+    from tuner.store._engine import safe_url
 
     url = get_settings().database_url
     job = local_job(job_id)
@@ -124,8 +126,6 @@ def dashboard(
     except OSError as e:
         raise TunerError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}; "
                          "pass another --port") from None
-    from tuner.store._engine import safe_url
-
     console.print(f"serving the studies of {printable(safe_url(url))} (Ctrl-C stops)",
                   highlight=False, markup=False)
     try:

@@ -50,7 +50,7 @@ DEMO_JOB: dict[str, Any] = {
 
 def _execute(spec: JobSpec, settings: Settings) -> int:
     """Record the job, run it with progress bars, print the leaderboard and where things are."""
-    from tuner.engine.jobs import create_local_job
+    from tuner.engine.jobs import create_local_job  # the engine: not loaded for --help
 
     job_id = create_local_job(settings, spec, start_ray=True)
     _run_and_show(settings, job_id, spec)

@@ -58,10 +58,13 @@ def serve(
     Writes need TUNER_API_TOKEN; without it the server binds loopback addresses only.
     Ctrl-C or SIGTERM stops it: running jobs are requeued for the next start.
     """
+    # The server's libraries (uvicorn, FastAPI, the store, Ray through the service) load
+    # when it starts, not at start-up of every command (tuner --help).
     import uvicorn
 
     from tuner.api import create_app
     from tuner.engine.service import Service
+    from tuner.store._engine import safe_url
 
     settings = get_settings()
     if not settings.api_token and not is_loopback(host):
@@ -83,8 +86,6 @@ def serve(
     service = Service(settings, max_jobs=max_jobs)
     service.start()
     api = create_app(settings, service=service, bind_host=host)
-    from tuner.store._engine import safe_url
-
     err_console.print(
         printable(f"tuner serving http://{host}:{port} (docs /docs) · jobs database "
                   f"{safe_url(settings.database_url)} · up to {service.max_jobs} jobs at once")
@@ -226,7 +227,7 @@ def db_upgrade() -> None:
     Optuna's tables in the same database are left alone. Safe to run again; the server
     also runs it on start.
     """
-    from tuner import store
+    from tuner import store  # the store (SQLAlchemy): not loaded at start-up
     from tuner.store._engine import safe_url
 
     settings = get_settings()
