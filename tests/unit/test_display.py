@@ -146,9 +146,10 @@ def test_progress_bars_give_way_to_the_counts_at_80_columns() -> None:
 
 
 def test_user_text_in_the_leaderboard_at_80_columns_is_text() -> None:
-    """A job named ``a:train:`` on ``mypkg.loop:train``, an optimizer name with a zero-width
-    space and one with brackets: printed as written (no emoji, no markup), the invisible
-    character escaped, on any console (this one reads emoji codes)."""
+    """A job named ``a:train:`` on ``mypkg.loop:train``, a metric ``acc:train:`` (a training
+    loop names its own), an optimizer name with a zero-width space and one with brackets:
+    printed as written (no emoji, no markup), the invisible character escaped, on any
+    console (this one reads emoji codes)."""
     from tuner.cli._follow import job_title
 
     rows = [dict(row) for row in DEMO]
@@ -158,9 +159,10 @@ def test_user_text_in_the_leaderboard_at_80_columns_is_text() -> None:
     console = Console(file=io.StringIO(), width=80, color_system=None)
     title = job_title(1, "a:train:", "mypkg.loop:train", " — ranked by the mean of 5 final "
                       "re-runs of each optimizer's best setting")
-    Leaderboard(rows, metric="val_accuracy", mode="max", title=title).print(console)
+    Leaderboard(rows, metric="acc:train:", mode="max", title=title).print(console)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     lines = [line.rstrip() for line in text.splitlines()]
+    assert any("acc:train: ↑" in line for line in lines), text
 
     assert all(len(line) <= 80 for line in lines)
     assert "🚋" not in text and "\u200b" not in text
@@ -169,3 +171,25 @@ def test_user_text_in_the_leaderboard_at_80_columns_is_text() -> None:
     assert re.match(r"1 +sgd:train: +0\.9739 ± 0\.0054 ", rows_shown[0]), rows_shown[0]
     assert re.match(r"2 +mini\\u200bbatch +0\.9728 ", rows_shown[1]), rows_shown[1]
     assert re.match(r"3 +\[bold\]rms\[/\] +0\.97 ", rows_shown[2]), rows_shown[2]
+
+
+def test_progress_bars_show_optimizer_and_metric_names_as_text() -> None:
+    from tuner.cli._display import JobBars
+    from tuner.results import JobProgress, OptimizerProgress
+
+    metric = "[bold]val:train:[/]"  # a training loop names its own metrics
+    snapshot = JobProgress(job_id=1, metric=metric, mode="max", phase="search")
+    snapshot.optimizers["sgd:train:"] = OptimizerProgress(
+        name="sgd:train:", budget=20, complete=3, best=0.5)
+    snapshot.optimizers["zw\u200bsgd"] = OptimizerProgress(name="zw\u200bsgd", budget=20,
+                                                          complete=2, best=0.25)
+    out = Console(file=io.StringIO(), width=140, color_system=None, force_terminal=True)
+    bars = JobBars(list(snapshot.optimizers), 20, metric, out=out)
+    bars.update(snapshot)
+    out.print(bars.progress.make_tasks_table(bars.progress.tasks))
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+
+    assert "🚋" not in text and "\u200b" not in text
+    lines = text.splitlines()
+    assert lines[0].startswith("sgd:train: ") and "best [bold]val:train:[/] 0.5" in lines[0]
+    assert lines[1].startswith("zw\\u200bsgd ")

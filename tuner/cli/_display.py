@@ -1,8 +1,9 @@
 """Rich rendering shared by the commands: progress bars, the leaderboard, job tables.
 
-User text (names, tasks, optimizers, paths, errors) reaches Rich as :class:`rich.text.Text`
-(:func:`tuner.cli._text.as_text`) or escaped (:func:`tuner.cli._text.shown`); markup is for
-our own strings, and the consoles read no emoji codes (``:train:`` stays text).
+User text (names, tasks, optimizers, metrics, paths, errors) reaches Rich as
+:class:`rich.text.Text` (:func:`tuner.cli._text.as_text`), so whatever console draws it reads
+no markup or emoji code in it; markup is for our own strings, and the CLI's consoles read no
+emoji codes at all (``:train:`` stays text).
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from typing import Any
 from rich import box
 from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
 from rich.measure import Measurement
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text, TextType
 
-from tuner.cli._text import as_text, printable, shown
+from tuner.cli._text import as_text, printable
 from tuner.results import JobProgress
 
 #: The consoles of the commands: markup for our own strings, never an emoji code.
@@ -56,13 +65,14 @@ class JobBars:
             TextColumn("{task.description:<10}", style="bold", markup=False),
             self.bar,
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            _DetailColumn(),
             TimeElapsedColumn(),
             console=out or console,
             transient=False,
         )
         self.tasks = {
-            name: self.progress.add_task(printable(name), total=budget, detail="waiting")
+            name: self.progress.add_task(printable(name), total=budget,
+                                         detail=Text("waiting"))
             for name in optimizers
         }
 
@@ -78,26 +88,26 @@ class JobBars:
         # The metric's name repeats on every line: said only where there is room for it;
         # narrow, the counts take the leaderboard's short names (ok/pr/div/fail).
         wide = width >= 110
-        best = f"best {self.metric}" if wide else "best"
+        best = Text.assemble("best ", as_text(self.metric)) if wide else Text("best")
         pruned, diverged, failed = ("pruned", "diverged", "failed") if wide else (
             "pr", "div", "fail")
-        details: dict[str, str] = {}
+        details: dict[str, Text] = {}
         for name, p in snapshot.optimizers.items():
-            parts = [f"[green]{p.complete} ok[/]"]
+            parts = [Text(f"{p.complete} ok", "green")]
             if p.pruned:
-                parts.append(f"[yellow]{p.pruned} {pruned}[/]")
+                parts.append(Text(f"{p.pruned} {pruned}", "yellow"))
             if p.diverged:
-                parts.append(f"[red]{p.diverged} {diverged}[/]")
+                parts.append(Text(f"{p.diverged} {diverged}", "red"))
             if p.failed:
-                parts.append(f"[red]{p.failed} {failed}[/]")
+                parts.append(Text(f"{p.failed} {failed}", "red"))
             if p.lost:
-                parts.append(f"[magenta]{p.lost} re-run[/]")
+                parts.append(Text(f"{p.lost} re-run", "magenta"))
             if p.best is not None:
-                parts.append(f"{best} [bold]{fmt(p.best)}[/]")
+                parts.append(Text.assemble(best, " ", (fmt(p.best), "bold")))
             if p.final_total:
-                parts.append(f"final {p.final_done}/{p.final_total}")
-            details[name] = " · ".join(parts)
-        longest = max((Text.from_markup(d).cell_len for d in details.values()), default=0)
+                parts.append(Text(f"final {p.final_done}/{p.final_total}"))
+            details[name] = Text(" · ").join(parts)
+        longest = max((d.cell_len for d in details.values()), default=0)
         # name 10, counts 5 ("20/20"), elapsed 7, four gaps: the bar takes what is left.
         counts = max(len(f"{p.finished}/{p.budget}") for p in snapshot.optimizers.values()) \
             if snapshot.optimizers else 5
@@ -108,11 +118,20 @@ class JobBars:
             )
 
 
+class _DetailColumn(ProgressColumn):
+    """An optimizer's counts and best value: a :class:`Text` built by :class:`JobBars`
+    (the metric's name is the user's text: never read as markup or emoji codes)."""
+
+    def render(self, task: Task) -> Text:
+        detail = task.fields.get("detail")
+        return detail if isinstance(detail, Text) else Text(str(detail or ""))
+
+
 @dataclass(frozen=True)
 class _Column:
     """One leaderboard column: its header, how a row fills it, and its alignment."""
 
-    header: str
+    header: TextType
     cell: Callable[[Mapping[str, Any]], TextType]
     justify: JustifyMethod = "right"
 
@@ -178,14 +197,15 @@ class Leaderboard:
         layout's without the optional columns named in ``compact``."""
         arrow = "↓" if self.mode == "min" else "↑"
         if compact is None:
-            score = _Column(f"final {shown(self.metric)} {arrow}\nmean ± std (runs)", _score)
+            score = _Column(Text.assemble("final ", as_text(self.metric),
+                                          f" {arrow}\nmean ± std (runs)"), _score)
         else:
             # The usual number of runs is said once, in the header; a row that differs (a
             # final re-run failed) says its own, ``(3/5)``.
             counts = Counter(_runs(row) for row in self.rows if row.get("mean") is not None)
             usual = counts.most_common(1)[0][0] if counts else ""
             runs = f" ({usual} runs)" if usual.isdigit() else ""
-            score = _Column(f"{shown(self.metric)} {arrow}\nmean ± std{runs}",
+            score = _Column(Text.assemble(as_text(self.metric), f" {arrow}\nmean ± std{runs}"),
                             lambda row: _score(row, runs=_runs(row) != usual))
         dropped = compact or set()
         columns = [

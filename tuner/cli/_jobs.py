@@ -16,7 +16,7 @@ from tuner.analysis.export import FORMATS, render_export
 from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, open_source
 from tuner.cli._display import JobBars, console, err_console, fmt, jobs_table, leaderboard_table
 from tuner.cli._follow import follow_job, job_title
-from tuner.cli._text import as_text, shown
+from tuner.cli._text import as_text
 from tuner.config import Settings, get_settings
 from tuner.errors import JobCancelled, SpecError, TaskError, TunerError
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file, parse_job
@@ -62,11 +62,12 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
     from tuner.engine.jobs import cancel_check, export_path, report_dir, run_job
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
-    console.print(
-        f"[bold]job {job_id}[/] {shown(spec.name)}: {len(spec.optimizers)} optimizers × "
-        f"{spec.trials} trials × {spec.epochs} epochs on [bold]{shown(spec.task)}[/] "
-        f"({shown(spec.metric)}, {spec.mode}; sampler {spec.sampler}, pruner {spec.pruner})"
-    )
+    console.print(Text.assemble(
+        (f"job {job_id}", "bold"), " ", as_text(spec.name),
+        f": {len(spec.optimizers)} optimizers × {spec.trials} trials × {spec.epochs} epochs on ",
+        as_text(spec.task, "bold"), " (", as_text(spec.metric),
+        f", {spec.mode}; sampler {spec.sampler}, pruner {spec.pruner})",
+    ))
     try:
         with JobBars(spec.optimizers, spec.trials, spec.metric) as bars:
             # `tuner cancel ID` from another terminal stops it too.

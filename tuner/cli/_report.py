@@ -12,13 +12,13 @@ from rich.text import Text
 from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, open_source
 from tuner.cli._display import Fitted, console, fmt, leaderboard_table
 from tuner.cli._follow import job_title
-from tuner.cli._text import as_text, shown
+from tuner.cli._text import as_text
 from tuner.errors import JobStateError
 
 
 def _facts_table(facts: dict[str, Any], order: list[str], *, metric: str) -> Fitted:
     def make(**style: Any) -> Table:
-        table = Table(title=f"tunability and sensitivity ({shown(metric)})",
+        table = Table(title=Text.assemble("tunability and sensitivity (", as_text(metric), ")"),
                       title_justify="left", header_style="bold", **style)
         table.add_column("optimizer")
         table.add_column("expected best\nof 1 trial", justify="right")

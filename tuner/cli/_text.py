@@ -4,10 +4,9 @@ A job's name, task, error, optimizer names or a path come from whoever submitted
 typed the command. Printed raw, ``"x\\x1b[31mred"`` would recolour (or with other sequences
 retitle, clear or rewrite) the terminal of whoever lists the jobs; read by Rich as markup,
 ``[bold]`` would vanish and ``mypkg.loop:train:`` would end in an emoji. So user text goes to
-Rich as :class:`rich.text.Text` (:func:`as_text`, never parsed for markup or emoji codes), or
-escaped inside our own markup (:func:`shown`), and its control and invisible characters are
-written as escapes (:func:`printable`). The consoles are built with ``emoji=False``: markup is
-only for our own strings.
+Rich as :class:`rich.text.Text` (:func:`as_text`, never parsed for markup or emoji codes), and
+its control and invisible characters are written as escapes (:func:`printable`). The CLI's
+consoles are built with ``emoji=False``: markup is only for our own strings.
 
 Example:
     >>> printable("x\\x1b[31mred")
@@ -64,7 +63,8 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
 
 def shown(text: object) -> str:
     """``text`` ready to sit inside our own Rich markup: control and invisible characters
-    escaped, and ``[`` not read as a tag (the consoles read no emoji codes)."""
+    escaped, and ``[`` not read as a tag. Rich still reads ``:name:`` as an emoji in markup
+    unless the console has ``emoji=False`` (the CLI's have): :func:`as_text` is safe anywhere."""
     return escape(printable(text))
 
 
