@@ -59,10 +59,12 @@ def _panel(o: StoredOptimizer) -> LrPanel:
         y = (t.value if state is TrialOutcome.COMPLETE else
              _last(t.curve) if state is TrialOutcome.PRUNED else None)
         points[state].append((t.lr, y if is_finite(y) else None))
-    best = (o.best_lr, o.best_value) if o.best_lr is not None and is_finite(o.best_value) \
-        else None
-    return LrPanel(points, o.params['lr'].span if 'lr' in o.params else None, best,
-                   [f.value for f in o.finals if is_finite(f.value)])
+    best = None
+    if o.best_lr is not None and o.best_value is not None and is_finite(o.best_value):
+        best = (o.best_lr, o.best_value)
+    lr = o.params.get("lr")
+    return LrPanel(points, lr.span if lr is not None else None, best,
+                   [f.value for f in o.finals if f.value is not None and is_finite(f.value)])
 
 
 def _lr_sensitivity_info(spec: Mapping[str, Any], result: JobResult
