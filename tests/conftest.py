@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray session, a fresh PostgreSQL database per run, isolated stores.
+"""Shared fixtures: one Ray cluster, a fresh PostgreSQL database per run, isolated stores.
 
 PostgreSQL tests skip on a laptop without a server, never when ``CI=true``.
 """
@@ -14,20 +14,52 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_cluster import RayCluster, start_cluster
+
+# Every `mlflow server` the tests start (and `tuner ui`'s) would start MLflow's job runner:
+# five huey consumer processes, each an MLflow import, for features tuner does not use.
+os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+
 PG_ADMIN_URL = os.environ.get(
     "TUNER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray for the whole test run (2 CPUs, no dashboard)."""
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """One Ray cluster for the whole test run (`ray start --head`, token authentication).
+
+    The jobs run in the test process join it (``ray_session``), and so do the `tuner serve`
+    subprocesses (``server_env``), so each does not start a Ray of its own. Four logical
+    CPUs: a job takes two workers by default, and a server keeps its last job's workers
+    between jobs, so two jobs' workers fit side by side.
+    """
+    cluster = start_cluster(tmp_path_factory.mktemp("ray") / "ray-start.log", num_cpus=4)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster: RayCluster) -> Iterator[None]:
+    """The test process joined to the run's Ray cluster."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    # The token, for this process's Ray client (RAY_ADDRESS stays unset: `tuner run`
+    # subprocesses of the tests start a Ray of their own, as they would for a user).
+    auth = {k: v for k, v in ray_cluster.env.items() if k.startswith("RAY_AUTH")}
+    saved = {key: os.environ.get(key) for key in auth}
+    os.environ.update(auth)
+    try:
+        if not ray.is_initialized():
+            ray.init(address=ray_cluster.address, log_to_driver=False)
+        yield
+        ray.shutdown()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

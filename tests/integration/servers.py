@@ -15,13 +15,14 @@ The fixtures built on these (``servers``, ``db_url``) are in ``tests/integration
 
 from __future__ import annotations
 
+import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,13 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from tests.processes import free_port, free_ports, processes_with, stop_processes
+from tests.ray_cluster import RayCluster
 from tuner.results import TrialOutcome
+
+__all__ = ["GATED_JOB", "JOB", "TOKEN", "TUNER", "Gate", "Server", "check_nothing_lost",
+           "free_port", "free_ports", "processes_with", "running_trials", "server_env",
+           "stop_processes", "wait_mid_job"]
 
 TUNER = str(Path(sys.executable).with_name("tuner"))
 TOKEN = "restart-token"
@@ -40,105 +47,75 @@ TOKEN = "restart-token"
 JOB = {"name": "restart-me", "task": "digits-cnn", "optimizers": ["adam", "momentum"],
        "trials": 3, "epochs": 20, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
        "seed": 0}
+#: :data:`JOB` on a training loop that a test holds in the middle (:class:`Gate`).
+GATED_JOB = JOB | {"task": "gated_loop:train"}
+
+GATED_LOOP = '''"""A training loop that a test holds in the middle of a job.
+
+Each study's trial 0 and the final re-runs run through; trials 1 to 41 (seeds 1 to 41, the
+job's seed being 0) wait at their second epoch until the test opens the gate.
+"""
+import math
+import time
+from pathlib import Path
+
+import tuner
+
+GATE = Path({gate!r})
+
+
+@tuner.training_loop
+def train(trial: tuner.Trial) -> None:
+    lr = float(trial.hyperparameters["lr"])
+    for epoch in range(1, trial.epochs + 1):
+        while epoch == 2 and 1 <= trial.seed < 42 and not GATE.exists():
+            time.sleep(0.05)
+        time.sleep(0.02)  # a model that takes a moment
+        trial.report(epoch, val_loss=abs(math.log10(lr) + 2.5) + 1.0 / epoch)
+'''
 #: The variables of the test run's environment a server under test must not inherit.
-_NOT_INHERITED = ("RAY_ADDRESS", "TUNER_DB_URL", "MLFLOW_TRACKING_URI", "TUNER_URL",
-                  "TUNER_API_TOKEN", "TUNER_MAX_JOBS", "TUNER_MAX_CODE_MB")
-
-
-# -- ports and processes --------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together while they are picked)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    return free_ports(1)[0]
-
-
-def _status(pid: int) -> str | None:
-    """The state letter of ``pid`` (``Z`` for a zombie), ``None`` when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _alive(pid: int) -> bool:
-    return _status(pid) not in (None, "Z")
-
-
-def processes_with(marker: str) -> list[int]:
-    """Ids of this user's live processes whose environment holds ``marker`` (``KEY=value``);
-    Linux's /proc (Ray renames its workers' command lines, not their environment)."""
-    needle = marker.encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone, or another user's
-        if needle in environ and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _signal(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [pid for pid in pids if _alive(pid)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
-
-
-def stop_processes(pids: list[int], *, grace: float = 15.0) -> list[int]:
-    """SIGTERM ``pids`` (raylets first, the GCS last, as `ray stop` does), SIGKILL what is
-    left after ``grace`` seconds; the ids still alive after that (none, normally)."""
-
-    def rank(pid: int) -> int:
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text()
-        except OSError:
-            return 1
-        return 0 if "raylet" in name else 2 if "gcs_server" in name else 1
-
-    _signal(sorted(pids, key=rank), signal.SIGTERM)
-    alive = _wait_gone(pids, grace)
-    _signal(alive, signal.SIGKILL)
-    return _wait_gone(alive, 10)
+_NOT_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "TUNER_DB_URL",
+                  "MLFLOW_TRACKING_URI", "TUNER_URL", "TUNER_API_TOKEN", "TUNER_MAX_JOBS",
+                  "TUNER_MAX_CODE_MB")
 
 
 # -- the server -----------------------------------------------------------------------------
 
 
-def server_env(home: Path, **extra: str) -> dict[str, str]:
+def server_env(home: Path, ray: RayCluster | None, **extra: str) -> dict[str, str]:
     """The environment of a server (or a CLI client) on ``home`` as TUNER_HOME: the test
-    run's, less the stores, server and limits it may name, plus ``extra``."""
+    run's, less the stores, server and limits it may name, plus ``extra``.
+
+    The server joins ``ray`` (the test run's cluster, ``RAY_ADDRESS`` and its token); with
+    ``None`` it starts a local Ray of its own, as `tuner serve` does by default.
+    """
     base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-    return base | {"TUNER_HOME": str(home), "COLUMNS": "120"} | extra
+    return base | (ray.env if ray else {}) | {"TUNER_HOME": str(home), "COLUMNS": "120"} | extra
+
+
+class Gate:
+    """Holds a :data:`GATED_JOB` in the middle until :meth:`open`: its trials past the first
+    of each study wait, so "mid-job" is a state the test makes, not a moment it catches.
+
+    ``folder`` gets the loop's module (``gated_loop.py``, naming the gate's file): the code a
+    server's job ships (:meth:`Server.submit_gated`), or the working folder of `tuner run`.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "gate-open"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "gated_loop.py").write_text(GATED_LOOP.format(gate=str(self.path)))
+
+    def open(self) -> None:
+        self.path.touch()
+
+    def archive(self) -> bytes:
+        """The loop's module as the zip archive that ``POST /v1/code`` takes."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.write(self.folder / "gated_loop.py", "gated_loop.py")
+        return buffer.getvalue()
 
 
 class Server:
@@ -178,6 +155,15 @@ class Server:
                 pass
             assert time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.3)
+
+    def submit_gated(self, gate: Gate) -> int:
+        """Upload the gated loop and submit :data:`GATED_JOB` with it; the job's id."""
+        upload = self.http.post("/v1/code", content=gate.archive(),
+                                headers={"Content-Type": "application/zip"})
+        assert upload.status_code in (200, 201), upload.text
+        response = self.http.post("/v1/jobs", json=GATED_JOB | {"code": upload.json()["sha256"]})
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
         return self.http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
@@ -309,7 +295,8 @@ def wait_mid_job(server: Server, job_id: int, db_url: str, *, timeout: float = 2
 
 def check_nothing_lost(job: dict[str, Any], db_url: str, tracking_uri: str,
                        *reasons: str) -> int:
-    """The invariants of a resumed job of :data:`JOB`; how many trials were lost (and
+    """The invariants of a resumed job of :data:`JOB` (or :data:`GATED_JOB`); how many trials
+    were lost (and
     re-run), each for one of ``reasons``."""
     job_id = job["id"]
     assert job["state"] == "succeeded", job

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -21,13 +20,17 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from tests.integration.servers import Gate
+from tests.waits import wait_until
 from tuner.results import TrialOutcome
 
 pytestmark = pytest.mark.integration
 
+#: Trials past the first of each study wait at the gate (:class:`Gate`) until the test opens
+#: it: the job is in the middle when the test kills it.
 JOB = {
     "name": "resume-me",
-    "task": "digits-cnn",
+    "task": "gated_loop:train",
     "optimizers": ["adam", "momentum"],
     "trials": 3,
     "epochs": 20,
@@ -41,18 +44,22 @@ def _tuner(*args: str) -> list[str]:
     return [sys.executable, "-m", "tuner.cli", *args]
 
 
-def _running_trials(db_url: str) -> int:
-    """RUNNING trials, read with plain SQL: opening an Optuna storage here would create
-    Optuna's tables, racing the tuner process that is creating them."""
+def _trials(db_url: str) -> dict[str, int]:
+    """How many trials are in each state, read with plain SQL: opening an Optuna storage here
+    would create Optuna's tables, racing the tuner process that is creating them."""
     path = db_url.removeprefix("sqlite:///")
     if not os.path.exists(path):
-        return 0
+        return {}
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
-            row = conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()
+            rows = conn.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall()
     except sqlite3.OperationalError:  # the tables do not exist yet
-        return 0
-    return int(row[0])
+        return {}
+    return {str(state): int(count) for state, count in rows}
+
+
+def _running_trials(db_url: str) -> int:
+    return _trials(db_url).get("RUNNING", 0)
 
 
 def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
@@ -62,6 +69,7 @@ def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
         env.pop(key, None)
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(JOB))
+    gate = Gate(tmp_path)  # the loop's module in the folder tuner runs in
     db_url = f"sqlite:///{home / 'tuner.db'}"
 
     # Its own session, so that the local Ray it starts dies with it.
@@ -70,16 +78,16 @@ def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 240
-        while _running_trials(db_url) < 2:
-            assert process.poll() is None, "the job ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial started within 240 s"
-            time.sleep(0.5)
-        time.sleep(1.0)
+        # Each study's first trial done, its second held at the gate.
+        wait_until(lambda: _trials(db_url) == {"RUNNING": 2, "COMPLETE": 2},
+                   timeout=240, interval=0.5,
+                   message=lambda: f"the job is not in the middle: {_trials(db_url)}",
+                   alive=process)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert _running_trials(db_url) >= 1  # what the killed coordinator left behind
+    gate.open()
 
     resumed = subprocess.run(
         _tuner("resume", "1", "--force"), env=env, cwd=tmp_path, capture_output=True,
@@ -125,17 +133,15 @@ def test_tuner_cancel_stops_a_local_run_from_another_terminal(tmp_path: Path) ->
         env.pop(key, None)
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump({**JOB, "name": "cancel-me", "trials": 50}))
+    Gate(tmp_path)  # never opened: the job would hold its trials until cancelled
     db_url = f"sqlite:///{home / 'tuner.db'}"
     process = subprocess.Popen(
         _tuner("run", str(job_file)), env=env, cwd=tmp_path, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while _running_trials(db_url) < 1:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no trial started within 240 s"
-            time.sleep(0.5)
+        wait_until(lambda: _running_trials(db_url) >= 1, timeout=240, interval=0.5,
+                   message="no trial started", alive=process)
 
         cancel = subprocess.run(_tuner("cancel", "1"), env=env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)

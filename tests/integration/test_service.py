@@ -34,7 +34,8 @@ def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.Com
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("service") / "home"
-    env = server_env(home, TUNER_API_TOKEN=TOKEN, TUNER_MAX_JOBS="1")
+    # A Ray of its own: this module checks that a server starts and stops its Ray.
+    env = server_env(home, None, TUNER_API_TOKEN=TOKEN, TUNER_MAX_JOBS="1")
     running = Server(env, home.parent / "serve.log")
     try:
         running.wait_up()
@@ -134,7 +135,7 @@ def test_the_client_refuses_module_paths_and_names_a_missing_server(
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     out = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()),
-              env=server_env(tmp_path / "home"), timeout=60)
+              env=server_env(tmp_path / "home", None), timeout=60)
     assert out.returncode == 1
     assert " ".join(out.stderr.split()) == (
         "error: --host: refusing to serve on 0.0.0.0 without TUNER_API_TOKEN: anyone who "

@@ -27,6 +27,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.integration.servers import TOKEN, Server, server_env, wait_mid_job
+from tests.ray_cluster import RayCluster
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +87,8 @@ def make_project(folder: Path, marker: Path, *, delay: float = 0.0,
     return folder
 
 
-def env_for(home: Path, **extra: str) -> dict[str, str]:
-    return server_env(home, TUNER_API_TOKEN=TOKEN, COLUMNS="200", PYTHONPATH=str(ROOT),
+def env_for(home: Path, ray: RayCluster | None = None, **extra: str) -> dict[str, str]:
+    return server_env(home, ray, TUNER_API_TOKEN=TOKEN, COLUMNS="200", PYTHONPATH=str(ROOT),
                       **extra)
 
 
@@ -113,12 +114,13 @@ def pids(marker: Path) -> set[int]:
 
 
 def test_own_code_runs_on_the_workers_never_in_the_server_and_survives_a_restart(
-    tmp_path: Path, servers: list[Server], db_url: str,
+    tmp_path: Path, servers: list[Server], db_url: str, ray_cluster: RayCluster,
 ) -> None:
     home, marker = tmp_path / "home", tmp_path / "imported-by.txt"
     project = make_project(tmp_path / "project", marker, delay=0.03,
                            job={"trials": 6, "epochs": 12})
-    env = env_for(home) | ({} if db_url.startswith("sqlite") else {"TUNER_DB_URL": db_url})
+    env = env_for(home, ray_cluster) | (
+        {} if db_url.startswith("sqlite") else {"TUNER_DB_URL": db_url})
     first = Server(env, tmp_path / "serve.log")
     servers.append(first)
     first.wait_up()
@@ -162,10 +164,12 @@ def test_own_code_runs_on_the_workers_never_in_the_server_and_survives_a_restart
 
 
 @pytest.fixture(scope="module")
-def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def small_server(tmp_path_factory: pytest.TempPathFactory,
+                 ray_cluster: RayCluster) -> Iterator[Server]:
     """A server whose code archives may be 64 KiB at most."""
     folder = tmp_path_factory.mktemp("small")
-    server = Server(env_for(folder / "home", TUNER_MAX_CODE_MB="0.0625"), folder / "serve.log")
+    server = Server(env_for(folder / "home", ray_cluster, TUNER_MAX_CODE_MB="0.0625"),
+                    folder / "serve.log")
     try:
         server.wait_up()
         yield server

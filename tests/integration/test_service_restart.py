@@ -1,8 +1,10 @@
 """Restart safety of `tuner serve` for real (issue 3, points 6 and 7).
 
-A server subprocess (its own session, with the local Ray it starts) runs a job; in the middle
-of it the server is killed (SIGKILL of its whole process group, on SQLite and on PostgreSQL)
-or stopped (SIGTERM, the graceful stop), and a new server on the same stores finishes the job.
+A server subprocess (its own session, on the test run's Ray cluster; with a local Ray of its
+own for the graceful stop, which must end it) runs a job whose trials the test holds in the
+middle (:class:`~tests.integration.servers.Gate`); then the server is killed (SIGKILL of its
+whole process group, on SQLite and on PostgreSQL) or stopped (SIGTERM, the graceful stop), the
+gate is opened, and a new server on the same stores finishes the job.
 Nothing is lost:
 
 - each optimizer's study ends with exactly its trial budget of trials not lost; the trials that
@@ -23,14 +25,15 @@ import optuna
 import pytest
 
 from tests.integration.servers import (
-    JOB,
     TOKEN,
+    Gate,
     Server,
     check_nothing_lost,
     running_trials,
     server_env,
     wait_mid_job,
 )
+from tests.ray_cluster import RayCluster
 
 pytestmark = pytest.mark.integration
 
@@ -38,22 +41,22 @@ RESTARTED, INTERRUPTED = "coordinator restarted", "interrupted"
 
 
 @pytest.fixture
-def restart_env(tmp_path: Path) -> Callable[[str | None], dict[str, str]]:
-    """The environment of a server on a fresh TUNER_HOME, with ``TUNER_DB_URL`` when given."""
+def restart_env(tmp_path: Path, ray_cluster: RayCluster) -> Callable[..., dict[str, str]]:
+    """The environment of a server on a fresh TUNER_HOME, with ``TUNER_DB_URL`` when given;
+    on the test run's Ray cluster, or with ``own_ray`` a local Ray of its own."""
     home = tmp_path / "home"
 
-    def make(db_url: str | None) -> dict[str, str]:
-        return server_env(home, TUNER_API_TOKEN=TOKEN,
+    def make(db_url: str | None, *, own_ray: bool = False) -> dict[str, str]:
+        return server_env(home, None if own_ray else ray_cluster, TUNER_API_TOKEN=TOKEN,
                           **({"TUNER_DB_URL": db_url} if db_url else {}))
 
     return make
 
 
-def submit_and_interrupt(server: Server, db_url: str) -> int:
-    """Submit the job; return its id once trials are running and at least one finished."""
-    response = server.http.post("/v1/jobs", json=JOB)
-    assert response.status_code == 201, response.text
-    job_id = int(response.json()["id"])
+def submit_and_interrupt(server: Server, db_url: str, gate: Gate) -> int:
+    """Submit the gated job; return its id once trials are running and at least one finished
+    (the others are held at the gate)."""
+    job_id = server.submit_gated(gate)
     wait_mid_job(server, job_id, db_url)
     return job_id
 
@@ -63,14 +66,16 @@ def sigkill_and_restart(env: dict[str, str], db_url: str, servers: list[Server],
                         ) -> tuple[Server, dict[str, Any]]:
     """Start a server, submit the job, SIGKILL the server mid-job, start a new one; the new
     server and the job once it ended."""
+    gate = Gate(log.parent / "code")
     first = Server(env, log)
     servers.append(first)
     first.wait_up()
-    job_id = submit_and_interrupt(first, db_url)
+    job_id = submit_and_interrupt(first, db_url, gate)
     first.kill()
     assert running_trials(db_url)[0] >= 1  # what the killed server left behind
     if before_restart is not None:
         before_restart(job_id)
+    gate.open()
 
     second = Server(env, log)
     servers.append(second)
@@ -123,18 +128,21 @@ def test_sigterm_the_server_mid_job_and_start_it_again(
     tmp_path: Path,
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'home' / 'tuner.db'}"
-    env = restart_env(None)
+    # Local Rays of their own: a graceful stop ends the server's Ray too.
+    env = restart_env(None, own_ray=True)
     log = tmp_path / "serve.log"
+    gate = Gate(tmp_path / "code")
     first = Server(env, log)
     servers.append(first)
     first.wait_up()
-    job_id = submit_and_interrupt(first, db_url)
+    job_id = submit_and_interrupt(first, db_url, gate)
     assert first.stop() == 0, log.read_text()
     assert first.reap() == [], "the server's Ray outlived its graceful stop"
     # The stop ended its trials itself: none is left RUNNING for the next server to find.
     assert running_trials(db_url)[0] == 0
     assert "tuner server stopped" in log.read_text()
 
+    gate.open()
     second = Server(env, log)
     servers.append(second)
     second.wait_up()
