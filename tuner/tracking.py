@@ -36,57 +36,22 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from tenacity import RetryCallState
+
 from tuner.errors import MlflowUnavailableError
+from tuner.retry import Budget, is_mlflow_outage, outage_retrying, root_cause
 
 __all__ = ["LEADERBOARD_VIEW", "JobTracker", "close_running",
-           "experiment_link", "has_leaderboard_view", "is_mlflow_outage",
+           "experiment_link", "has_leaderboard_view",
            "leaderboard_view_state", "run_name", "ui_base"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 _CREATE_TAG = "tuner.create_id"  # makes creating a run safe to repeat
-#: An MLflow server's answers that say it is failing now, not that the request is wrong.
-_OUTAGE_STATUS = frozenset({429, 500, 503, 504})
 
 T = TypeVar("T")
 
-
-def is_mlflow_outage(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says MLflow cannot be reached now: no connection
-    (refused, reset, a host name that does not resolve), a timeout, a tracking server that
-    answers it is failing (500, 502 to 504, 429), or the database of a tracking store
-    unreachable; not a request MLflow refuses (4xx)."""
-    import requests
-    from mlflow.exceptions import MlflowException, RestException
-
-    from tuner.outages import is_database_outage
-
-    if is_database_outage(error):
-        return True
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, MlflowUnavailableError):
-            return False  # the verdict of a retry that gave up, not a symptom
-        if isinstance(current, requests.ConnectionError | requests.Timeout
-                      | requests.exceptions.RetryError
-                      | requests.exceptions.ChunkedEncodingError
-                      | ConnectionError | TimeoutError):
-            return True
-        if isinstance(current, requests.HTTPError):  # the artifact repository's answers
-            response = current.response
-            return response is not None and response.status_code in _OUTAGE_STATUS | {502}
-        if isinstance(current, MlflowException) and (
-            # What the server answered (a JSON error, or another body: "API request to
-            # endpoint ... failed with error code 503"), not an error of the client's own.
-            isinstance(current, RestException)
-            or str(current).startswith("API request to endpoint")
-        ):
-            return current.get_http_status_code() in _OUTAGE_STATUS
-        current = current.__cause__ or current.__context__
-    return False
 
 #: The columns of the leaderboard table artifact -> the leaderboard row's keys.
 _TABLE_COLUMNS = {
@@ -536,32 +501,29 @@ class _RetryingClient:
         return call
 
     def retry(self, call: Callable[[], T], *, what: str) -> T:
-        deadline: float | None = None
-        delay = 0.5
-        while True:
-            try:
-                result = call()
-            except Exception as e:
-                if not is_mlflow_outage(e):
-                    raise
-                with self._lock:
-                    failure = self.failure
-                if failure is not None:  # MLflow was away too long already: no pause
-                    raise MlflowUnavailableError(str(failure)) from e
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.retry_s
-                    logger.warning("MLflow at %s cannot be reached (%s); retrying for up to "
-                                   "%g s (TUNER_MLFLOW_RETRY_S)", self.uri, _cause(e),
-                                   self.retry_s)
-                if now >= deadline:
-                    raise self._give_up(what, e) from e
-                time.sleep(min(delay, deadline - now))
-                delay = min(delay * 2, 8.0)
-                continue
-            if deadline is not None:
-                logger.info("MLflow at %s answers again; going on", self.uri)
-            return result
+        """``call()``, made again while MLflow cannot be reached, for up to ``retry_s``."""
+        budget = Budget(self.retry_s)
+
+        def pausing(state: RetryCallState) -> None:
+            if state.attempt_number == 1 and state.outcome is not None:
+                logger.warning("MLflow at %s cannot be reached (%s); retrying for up to "
+                               "%g s (TUNER_MLFLOW_RETRY_S)", self.uri,
+                               _cause(_error_of(state)), self.retry_s)
+
+        def give_up(state: RetryCallState) -> T:
+            error = _error_of(state)
+            with self._lock:
+                failure = self.failure
+            if failure is not None and not budget.spent():  # away too long already: no pause
+                raise MlflowUnavailableError(str(failure)) from error
+            raise self._give_up(what, error) from error
+
+        result = outage_retrying(
+            budget, outage=is_mlflow_outage, stop=lambda: self.failure is not None,
+            before_sleep=pausing, give_up=give_up)(call)
+        if budget.started:
+            logger.info("MLflow at %s answers again; going on", self.uri)
+        return result
 
     def _give_up(self, what: str, error: Exception) -> MlflowUnavailableError:
         failure = MlflowUnavailableError(
@@ -661,16 +623,17 @@ def _public_uri(uri: str) -> str:
 def _cause(error: BaseException) -> str:
     """The first line of what went wrong at the bottom of ``error``'s chain, e.g.
     ``ConnectionRefusedError: [Errno 111] Connection refused``."""
-    seen: set[int] = set()
-    current = error
-    while id(current) not in seen:
-        seen.add(id(current))
-        below = current.__cause__ or current.__context__
-        if below is None:
-            break
-        current = below
-    text = " ".join(str(current).split())
-    return f"{type(current).__name__}: {text[:200]}"
+    root = root_cause(error)
+    text = " ".join(str(root).split())
+    return f"{type(root).__name__}: {text[:200]}"
+
+
+def _error_of(state: RetryCallState) -> Exception:
+    """The error the last attempt of a retried call failed with."""
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    assert isinstance(error, Exception)
+    return error
 
 
 def _json_value(value: Any) -> Any:

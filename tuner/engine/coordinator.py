@@ -24,7 +24,7 @@ killed is taken over by the next one (:mod:`tuner.engine.recovery`).
 A database outage (the jobs and studies database unreachable) pauses the job: the call that
 failed is made again once the database answers, for up to ``TUNER_DB_RETRY_S`` (the workers
 keep their results meanwhile), so the job goes on with its exact budget; a longer outage fails
-the job (:mod:`tuner.outages`).
+the job (:mod:`tuner.engine.ride_out`).
 
 A coordinator runs one job once::
 
@@ -46,8 +46,8 @@ from tuner.engine.cluster import WarmWorkers, WorkerPool, ensure_ray
 from tuner.engine.ledger import Ledger, Slot
 from tuner.engine.lr_range import narrow_lr_ranges
 from tuner.engine.recovery import recover
+from tuner.engine.ride_out import riding_out
 from tuner.errors import JobCancelled, JobInterrupted, TaskError
-from tuner.outages import riding_out
 from tuner.results import JobProgress, SearchResult, TrialOutcome
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from tuner.analysis.export import build_export, render_export
 from tuner.analysis.statistics import rank
 from tuner.config import Settings
+from tuner.engine.ride_out import riding_out
 from tuner.errors import JobCancelled, JobInterrupted
-from tuner.outages import riding_out
 from tuner.results import JobOutcome, JobProgress, JobResult, LeaderboardRow, SearchResult
 from tuner.spec import JobSpec
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuner.analysis.statistics import first_epoch_at
-from tuner.outages import is_database_outage
 from tuner.results import (
     FinalRun,
     JobProgress,
@@ -26,6 +25,7 @@ from tuner.results import (
     final_seeds,
     is_finite,
 )
+from tuner.retry import is_database_outage
 
 if TYPE_CHECKING:
     import optuna
@@ -106,8 +106,8 @@ class Ledger:
 
         ``study.ask`` writes a trial in several steps (create it RUNNING, then each
         parameter); a database outage between them leaves a RUNNING trial nobody runs. The
-        call is repeated once the database is back (:func:`tuner.outages.ride_out`), and
-        that repetition first ends such a trial as lost (:data:`ASK_INTERRUPTED`): told FAIL,
+        call is repeated once the database is back (:mod:`tuner.engine.ride_out`), and that
+        repetition first ends such a trial as lost (:data:`ASK_INTERRUPTED`): told FAIL,
         counted, recorded in MLflow and enqueued to run again, as a resumed job does with a
         trial its killed coordinator was asking.
         """

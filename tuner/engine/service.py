@@ -39,6 +39,7 @@ from tuner.config import Settings
 from tuner.engine.cluster import WarmWorkers
 from tuner.engine.job_ends import JobEnds
 from tuner.errors import DatabaseUnavailableError, TaskError, TunerError
+from tuner.retry import until_stopped
 
 __all__ = [
     "MODULE_PATH_MESSAGE",
@@ -53,8 +54,6 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.5
 #: A loop that has not come round for this long is stuck (a call that does not return).
 STUCK_AFTER_S = 60.0
-#: The longest wait between two rounds of the loop while the database is away.
-MAX_BACKOFF_S = 8.0
 
 MODULE_PATH_MESSAGE = (
     "task: module paths are not accepted by the API; use a built-in or installed task "
@@ -320,19 +319,13 @@ class Service:
         try:
             if not self._start_ray():
                 return
-            wait = self.poll_s
-            while not self._stopping.is_set():
-                self.health.beat = time.monotonic()
-                try:
-                    self._round()
-                except Exception as e:  # noqa: BLE001 - the loop must outlive any error
-                    self.health.failed(e)  # logged there
-                    wait = min(max(wait * 2, 1.0), MAX_BACKOFF_S)
-                else:
-                    self.health.ok()
-                    wait = self.poll_s
-                self._wake.wait(wait)
-                self._wake.clear()
+            # A round that fails is made again, 1 s doubling to 8 s later (or at once when
+            # woken): the loop outlives any error.
+            while until_stopped(self._round, stopped=self._stopping.is_set,
+                                failed=lambda error, _: self.health.failed(error),
+                                first_s=1.0, longest_s=8.0, sleep=self._nap):
+                self.health.ok()
+                self._nap(self.poll_s)
         except BaseException as e:
             self.health.loop_error = f"{type(e).__name__}: {e}"
             logger.exception("coordinator loop stopped")
@@ -345,8 +338,14 @@ class Service:
             if self._ray_started:
                 self._ray_released.wait()
 
+    def _nap(self, seconds: float) -> None:
+        """Wait ``seconds``, or until :meth:`wake` or :meth:`stop` is called."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+
     def _round(self) -> None:
         """One round of the loop: settle ended jobs, end orphans, start queued jobs."""
+        self.health.beat = time.monotonic()
         self.ends.settle_pending()
         with self._lock:
             ours = set(self._threads)
@@ -356,23 +355,24 @@ class Service:
                 break
 
     def _start_ray(self) -> bool:
+        """Start or join Ray, again 1 s doubling to 60 s later while it fails; False when
+        the server stopped first."""
         from tuner.engine.cluster import ensure_ray
 
-        delay = 1.0
-        while not self._stopping.is_set():
+        def start() -> None:
             self.health.beat = time.monotonic()
-            try:
-                ensure_ray(self.settings.ray_address)
-            except Exception as e:  # noqa: BLE001 - any failure: report it and retry
-                self.ray_error = f"{type(e).__name__}: {e}"
-                logger.error("cannot start or join Ray (retrying in %.0f s): %s", delay, e)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 60.0)
-                continue
-            self.ray_error = None
-            self._ray_started = True
-            return True
-        return False
+            ensure_ray(self.settings.ray_address)
+
+        def failed(error: Exception, wait: float) -> None:
+            self.ray_error = f"{type(error).__name__}: {error}"
+            logger.error("cannot start or join Ray (retrying in %.0f s): %s", wait, error)
+
+        if not until_stopped(start, stopped=self._stopping.is_set, failed=failed,
+                             first_s=1.0, longest_s=60.0, sleep=self._stopping.wait):
+            return False
+        self.ray_error = None
+        self._ray_started = True
+        return True
 
     def _free_slots(self) -> int:
         with self._lock:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +24,10 @@ from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
+from tenacity import RetryCallState
 
 from tuner.errors import DatabaseUnavailableError, TunerError
+from tuner.retry import Budget, outage_retrying
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -166,8 +167,8 @@ def _close(session: Session) -> None:
 def retrying(url: str, work: Callable[[Session], T], *, budget_s: float = DEFAULT_RETRY_S,
              what: str = "jobs database work",
              stop: Callable[[], bool] | None = None) -> T:
-    """``work(session)`` in a :func:`session_scope`, run again with exponential backoff
-    (0.5 s doubling to 8 s) while the database is unreachable, for up to ``budget_s``.
+    """``work(session)`` in a :func:`session_scope`, run again with backoff (0.5 s doubling
+    to 8 s, :mod:`tuner.retry`) while the database is unreachable, for up to ``budget_s``.
 
     ``work`` must be safe to run again: a failed attempt was rolled back whole. ``stop``
     returning ``True`` ends the waiting early (a server shutting down).
@@ -179,25 +180,24 @@ def retrying(url: str, work: Callable[[Session], T], *, budget_s: float = DEFAUL
         >>> retrying(url, lambda s: store.get_job(s, 7).state, what="job 7")
         'running'
     """
-    deadline = time.monotonic() + budget_s
-    delay = 0.5
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with session_scope(url) as session:
-                result = work(session)
-            if attempt > 1:
-                logger.info("%s: the jobs database answers again (attempt %d)", what, attempt)
-            return result
-        except DatabaseUnavailableError as e:
-            left = deadline - time.monotonic()
-            if left <= 0 or (stop is not None and stop()):
-                raise
-            if attempt == 1:
-                logger.warning("%s: %s; retrying for up to %.0f s", what, e, budget_s)
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 8.0)
+
+    def attempt() -> T:
+        with session_scope(url) as session:
+            return work(session)
+
+    def pausing(state: RetryCallState) -> None:
+        if state.attempt_number == 1 and state.outcome is not None:
+            logger.warning("%s: %s; retrying for up to %.0f s", what,
+                           state.outcome.exception(), budget_s)
+
+    policy = outage_retrying(
+        Budget(budget_s), outage=lambda e: isinstance(e, DatabaseUnavailableError), stop=stop,
+        before_sleep=pausing)
+    result = policy(attempt)
+    attempts = policy.statistics.get("attempt_number", 1)
+    if attempts > 1:
+        logger.info("%s: the jobs database answers again (attempt %d)", what, attempts)
+    return result
 
 
 def ping(url: str) -> None:
