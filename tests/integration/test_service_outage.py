@@ -34,6 +34,7 @@ from tests.integration.servers import (
     running_trials,
     server_env,
 )
+from tests.ray_cluster import RayCluster
 from tuner import store
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -72,14 +73,14 @@ def outage(admin: sa.Engine, url: str) -> Callable[[], None]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, database: str,
-          servers: list[Server]) -> Callable[..., Server]:
+def serve(tmp_path: Path, database: str, servers: list[Server],
+          ray_cluster: RayCluster) -> Callable[..., Server]:
     """Starts a server on ``database`` (one job at a time) with ``extra`` in its
     environment, once its Ray is up."""
 
     def start(**extra: str) -> Server:
-        env = server_env(tmp_path / "home", TUNER_DB_URL=database, TUNER_API_TOKEN=TOKEN,
-                         TUNER_MAX_JOBS="1", **extra)
+        env = server_env(tmp_path / "home", ray_cluster, TUNER_DB_URL=database,
+                         TUNER_API_TOKEN=TOKEN, TUNER_MAX_JOBS="1", **extra)
         server = Server(env, tmp_path / "serve.log")
         servers.append(server)
         server.wait_up()
