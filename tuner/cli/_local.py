@@ -136,8 +136,6 @@ class LocalJobs:
         pass
 
 
-
-
 def local_job(job_id: int | None) -> dict[str, Any]:
     """A job of this machine's store in full (``ui`` and ``dashboard`` serve this store's
     MLflow and studies): ``job_id``'s, or the latest."""
