@@ -6,6 +6,7 @@ PostgreSQL tests skip on a laptop without a server, never when ``CI=true``.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,12 @@ from tests.ray_cluster import RayCluster, start_cluster
 # Every `mlflow server` the tests start (and `tuner ui`'s) would start MLflow's job runner:
 # five huey consumer processes, each an MLflow import, for features tuner does not use.
 os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+
+# The token of the test run's Ray cluster, in the environment before anything imports Ray
+# (a process reads it once). `tuner run` subprocesses and servers with a local Ray of their
+# own inherit it too, which token authentication allows.
+RAY_TOKEN = secrets.token_hex(16)
+os.environ |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
 
 PG_ADMIN_URL = os.environ.get(
     "TUNER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -34,7 +41,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     CPUs: a job takes two workers by default, and a server keeps its last job's workers
     between jobs, so two jobs' workers fit side by side.
     """
-    cluster = start_cluster(tmp_path_factory.mktemp("ray") / "ray-start.log", num_cpus=4)
+    cluster = start_cluster(tmp_path_factory.mktemp("ray") / "ray-start.log", num_cpus=4,
+                            token=RAY_TOKEN)
     yield cluster
     cluster.stop()
 
@@ -44,22 +52,10 @@ def ray_session(ray_cluster: RayCluster) -> Iterator[None]:
     """The test process joined to the run's Ray cluster."""
     import ray
 
-    # The token, for this process's Ray client (RAY_ADDRESS stays unset: `tuner run`
-    # subprocesses of the tests start a Ray of their own, as they would for a user).
-    auth = {k: v for k, v in ray_cluster.env.items() if k.startswith("RAY_AUTH")}
-    saved = {key: os.environ.get(key) for key in auth}
-    os.environ.update(auth)
-    try:
-        if not ray.is_initialized():
-            ray.init(address=ray_cluster.address, log_to_driver=False)
-        yield
-        ray.shutdown()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster.address, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

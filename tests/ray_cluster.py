@@ -88,11 +88,17 @@ def _node_args(temp_dir: Path, num_cpus: int) -> list[str]:
             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
 
 
-def start_cluster(log: Path, *, nodes: int = 1, num_cpus: int = 1) -> RayCluster:
-    """A head and ``nodes - 1`` more nodes of ``num_cpus`` logical CPUs each; returns once
-    every node is alive. Their workers can import ``tests`` (the checkout is on their
-    PYTHONPATH, as a user's folder is where tuner starts a local Ray)."""
-    token = secrets.token_hex(16)
+def start_cluster(log: Path, *, nodes: int = 1, num_cpus: int = 1,
+                  token: str | None = None) -> RayCluster:
+    """A head and ``nodes - 1`` more nodes of ``num_cpus`` logical CPUs each, with ``token``
+    (a new one by default); returns once every node is alive. Their workers can import
+    ``tests`` (the checkout is on their PYTHONPATH, as a user's folder is where tuner starts a
+    local Ray).
+
+    The token marks the cluster's processes: a cluster that shares it with other processes
+    finds and ends those too when it stops.
+    """
+    token = token or secrets.token_hex(16)
     # Short: Ray's unix sockets live under it, and their paths may not exceed 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="tuner-ray-", dir="/tmp"))
     port, dashboard = free_ports(2)
