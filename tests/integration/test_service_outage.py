@@ -28,11 +28,12 @@ from tests.integration.servers import (
     JOB,
     TOKEN,
     TUNER,
+    Gate,
     Server,
     check_nothing_lost,
     free_port,
-    running_trials,
     server_env,
+    wait_mid_job,
 )
 from tests.ray_cluster import RayCluster
 from tuner import store
@@ -89,13 +90,11 @@ def serve(tmp_path: Path, database: str, servers: list[Server],
     return start
 
 
-def submit_and_wait_for_a_trial(server: Server, database: str) -> int:
-    """Submit the job; its id once one of its trials runs."""
-    job_id = int(server.http.post("/v1/jobs", json=JOB).raise_for_status().json()["id"])
-    deadline = time.monotonic() + 240
-    while running_trials(database)[0] < 1:
-        assert time.monotonic() < deadline, server.job(job_id)
-        time.sleep(0.2)
+def submit_and_hold(server: Server, database: str, gate: Gate) -> int:
+    """Submit the gated job; its id once it is in the middle: a trial of each study done,
+    the next ones held at ``gate``. Opening the gate ends them: their tells come next."""
+    job_id = server.submit_gated(gate)
+    wait_mid_job(server, job_id, database)
     return job_id
 
 
@@ -120,9 +119,11 @@ def test_a_long_outage_mid_job_fails_it_cleanly_and_healthz_says_so(
 ) -> None:
     server = serve(TUNER_DB_RETRY_S="2")
     assert health(server) == (200, health(server)[1])
-    job_id = submit_and_wait_for_a_trial(server, database)
+    gate = Gate(tmp_path / "code")
+    job_id = submit_and_hold(server, database, gate)
 
     end = outage(admin, database)
+    gate.open()
     try:
         code, body = wait_health(server, lambda c, b: c == 503, timeout=30)
         assert body["status"] == "unavailable"
@@ -275,8 +276,10 @@ def test_a_short_outage_mid_job_is_ridden_out_with_the_exact_budget(
     from tuner.engine.ledger import ASK_INTERRUPTED
 
     server = serve(TUNER_DB_RETRY_S="90")
-    job_id = submit_and_wait_for_a_trial(server, database)
+    gate = Gate(tmp_path / "code")
+    job_id = submit_and_hold(server, database, gate)
     end = outage(admin, database)
+    gate.open()  # the held trials end while the database is away
     try:
         # Until the job has met the outage (a trial's tell), and no longer than 60 s.
         server.wait_for_log("the database is away; pausing", timeout=60)
