@@ -38,6 +38,7 @@ from mlflow import MlflowClient
 
 from tests.integration.servers import free_port
 from tests.integration.test_engine import check_invariants, job_row, lost
+from tests.waits import wait_until
 from tuner import store
 from tuner.config import Settings, get_settings
 from tuner.engine.jobs import create_local_job, run_job
@@ -136,14 +137,18 @@ def wait_for_trial_runs(server: TrackingServer, job_id: int, job: Future[Any], *
 def test_a_tracking_server_away_for_seconds_is_ridden_out(
     server: TrackingServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The outage is ~15 s plus the server's start-up, which a loaded machine stretches.
+    # The outage lasts until the job met it, plus the server's start-up, which a loaded
+    # machine stretches.
     monkeypatch.setenv("TUNER_MLFLOW_RETRY_S", "180")
     caplog.set_level(logging.INFO, logger="tuner.tracking")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-job") as pool:
         settings, job_id, spec, job = start_job(pool)
         wait_for_trial_runs(server, job_id, job, at_least=2)
         server.stop()
-        time.sleep(15)  # the outage
+        # Away until the job has met the outage: a call refused, to be made again.
+        wait_until(lambda: any(f"MLflow at {server.url} cannot be reached" in r.getMessage()
+                               for r in caplog.records),
+                   timeout=120, message="the job made no MLflow call while it was away")
         # The job waits for MLflow (it cannot end without it) rather than dropping its runs.
         assert not job.done(), job.exception()
         server.start()
