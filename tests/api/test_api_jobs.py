@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tuner import store
-from tuner.engine.service import MODULE_PATH_MESSAGE
+from tuner.task_checks import MODULE_PATH_MESSAGE
 
 TOKEN = "s3cret-test-token"  # the token of the `client` fixture (conftest.py)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -136,7 +136,7 @@ def submit(
     Example: tuner submit job.yaml --code . --wait
     """
     # The engine's check of a task path loads nothing heavy, but nor does --help need it.
-    from tuner.engine.service import service_task_problem
+    from tuner.task_checks import service_task_problem
 
     spec = load_job_file(job_file)
     problem = service_task_problem(spec.task, with_code=code is not None)

@@ -3,9 +3,9 @@
 A job runs on long-lived :class:`workers.actor.TrialWorker` actors, one per resource slot,
 placed by Ray resources (``cpus_per_trial``, fractional ``gpus_per_trial``). How many fit
 is :func:`workers_that_fit`, shared by the coordinator (how many to start) and by the
-service (whether a queued job fits now). A :class:`WorkerPool` starts a job's workers,
-builds its task on each (which loads and caches the data set there), hands out idle ones
-and replaces one that died.
+service (whether a queued job fits now: :func:`room_for`). A :class:`WorkerPool` starts a
+job's workers, builds its task on each (which loads and caches the data set there), hands
+out idle ones and replaces one that died.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tuner.spec import JobSpec
     from workers.actor import WorkerInfo
 
-__all__ = ["WarmWorkers", "WorkerPool", "ensure_ray", "job_workers", "worker_key",
+__all__ = ["WarmWorkers", "WorkerPool", "ensure_ray", "job_workers", "room_for", "worker_key",
            "workers_that_fit"]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,27 @@ def job_workers(spec: JobSpec, resources: Mapping[str, float]) -> int:
             f"cluster has {cpus:g} CPU and {gpus:g} GPU"
         )
     return min(spec.max_concurrent, fits, len(spec.optimizers) * spec.trials)
+
+
+def room_for(spec: dict[str, Any], *, total: dict[str, float],
+             free: dict[str, float]) -> tuple[bool, str | None]:
+    """Whether ``free`` Ray resources hold all the workers of the job ``spec`` now; when
+    not, what it needs and what is free. A job that can never fit in ``total`` is let
+    through (its coordinator fails it saying why)."""
+    resources = spec.get("resources") or {}
+    cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
+        resources.get("gpus_per_trial", 0))
+    fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
+    if fits < 1:
+        return True, None
+    trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
+    workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
+    ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
+        gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
+    if ok:
+        return True, None
+    return False, (f"it needs {workers * cpu:g} CPU and {workers * gpu:g} GPU for {workers} "
+                   f"workers; free: {free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU")
 
 
 def worker_key(spec: JobSpec) -> str:

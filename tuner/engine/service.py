@@ -35,159 +35,27 @@ import time
 from functools import partial
 from typing import Any
 
-from tuner.config import Settings
-from tuner.engine.cluster import WarmWorkers
-from tuner.engine.job_ends import JobEnds
-from tuner.errors import DatabaseUnavailableError, TaskError, TunerError
-from tuner.retry import until_stopped
+from sqlalchemy import select
 
-__all__ = [
-    "MODULE_PATH_MESSAGE",
-    "Service",
-    "requeue_orphans",
-    "service_task_problem",
-]
+from tuner import store
+from tuner.config import Settings
+from tuner.engine.admission import Admission
+from tuner.engine.cluster import WarmWorkers, ensure_ray
+from tuner.engine.health import LoopHealth
+from tuner.engine.job_ends import JobEnds
+from tuner.engine.jobs import cancel_check, run_job
+from tuner.engine.requeue import requeue_orphans
+from tuner.engine.studies import open_storage
+from tuner.errors import JobCancelled, JobInterrupted, JobStateError, TunerError
+from tuner.retry import until_stopped
+from tuner.spec import parse_job
+
+__all__ = ["Service"]
 
 logger = logging.getLogger(__name__)
 
 #: How often the loop looks for queued jobs, and a running job for its cancel flag.
 POLL_S = 0.5
-#: A loop that has not come round for this long is stuck (a call that does not return).
-STUCK_AFTER_S = 60.0
-
-MODULE_PATH_MESSAGE = (
-    "task: module paths are not accepted by the API; use a built-in or installed task "
-    "(see GET /v1/tasks)"
-)
-
-
-def service_task_problem(task: str, *, with_code: bool = False) -> str | None:
-    """Why the service refuses ``task``, or ``None``: built-in and installed tasks, and a
-    ``package.module:factory`` path only in a job that ships its code (``with_code``).
-
-    Without code, a module path is refused: a server must not run code a client names.
-    Nothing is imported here, with or without code (the workers import the shipped code).
-    """
-    from tuner.task import is_module_path, task_target
-
-    if with_code and is_module_path(task):
-        return None
-    try:
-        task_target(task, allow_module_path=False)
-    except TaskError as e:
-        return MODULE_PATH_MESSAGE if is_module_path(task) else f"task: {e}"
-    return None
-
-
-def requeue_orphans(url: str, *, message: str) -> list[int]:
-    """Move the ``running`` jobs of the service back to ``queued``; their ids.
-
-    Called when a server starts (the jobs were left by a previous server process) and when
-    it stops (the jobs it parked). Assumes one server per jobs database. A job of a local
-    ``tuner run`` (origin ``cli``) belongs to that process: it is left alone while its
-    heartbeat is fresh (``tuner resume`` takes over one whose process died).
-    """
-    from datetime import UTC, datetime
-
-    from tuner import store
-
-    requeued = []
-    now = datetime.now(UTC)
-    with store.session_scope(url) as session:
-        for job in store.list_jobs(session, limit=10_000, state=store.JobState.RUNNING):
-            beat = job.heartbeat_at or job.started_at
-            fresh = beat is not None and (now - beat).total_seconds() < store.STALE_AFTER_S
-            if job.origin == "cli" and fresh:
-                continue
-            try:
-                store.set_state(session, job, store.JobState.QUEUED, message=message)
-            except TunerError:
-                continue  # it finished or moved meanwhile
-            requeued.append(job.id)
-    return requeued
-
-
-def room_for(spec: dict[str, Any], *, total: dict[str, float],
-             free: dict[str, float]) -> tuple[bool, str | None]:
-    """Whether ``free`` Ray resources hold all the workers of the job ``spec`` now; when
-    not, what it needs and what is free. A job that can never fit in ``total`` is let
-    through (its coordinator fails it saying why)."""
-    from tuner.engine.cluster import workers_that_fit
-
-    resources = spec.get("resources") or {}
-    cpu, gpu = float(resources.get("cpus_per_trial", 1)), float(
-        resources.get("gpus_per_trial", 0))
-    fits = workers_that_fit(total, cpus_per_trial=cpu, gpus_per_trial=gpu)
-    if fits < 1:
-        return True, None
-    trials = int(spec.get("trials", 1)) * max(1, len(spec.get("optimizers", [])))
-    workers = min(int(spec.get("max_concurrent", 1)), fits, trials)
-    ok = free.get("CPU", 0.0) + 1e-9 >= workers * cpu and (
-        gpu == 0 or free.get("GPU", 0.0) + 1e-9 >= workers * gpu)
-    if ok:
-        return True, None
-    return False, (f"it needs {workers * cpu:g} CPU and {workers * gpu:g} GPU for {workers} "
-                   f"workers; free: {free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU")
-
-
-class LoopHealth:
-    """How the service's loop is doing: when it last came round, what its last round met."""
-
-    def __init__(self) -> None:
-        self.beat = time.monotonic()  # when the loop last came round
-        self.loop_error: str | None = None  # the last round failed with this
-        self.database_error: str | None = None  # the database was away in the last round
-
-    def failed(self, error: Exception) -> None:
-        if isinstance(error, DatabaseUnavailableError):  # away: the loop retries, backing off
-            if self.database_error is None:
-                logger.warning("coordinator loop: %s; retrying", error)
-            self.database_error = str(error)
-            return
-        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
-        if message != self.loop_error:
-            logger.error("coordinator loop: %s; going on", message, exc_info=error)
-        self.loop_error = message
-
-    def ok(self) -> None:
-        if self.database_error or self.loop_error:
-            logger.info("coordinator loop: working again")
-        self.database_error = self.loop_error = None
-
-    def describe(self, thread: threading.Thread | None, *, stopping: bool, ray: str,
-                 ray_address: str | None) -> dict[str, Any]:
-        """The loop's part of ``/healthz``: its state, whether it stops, the problems."""
-        started, alive = thread is not None, thread is not None and thread.is_alive()
-        stuck = time.monotonic() - self.beat > STUCK_AFTER_S
-        return {
-            "loop": "stopped" if started and not alive else "stuck" if stuck else "running",
-            "stopping": stopping,
-            "problems": self.problems(started=started, alive=alive, stopping=stopping,
-                                      ray=ray, ray_address=ray_address),
-        }
-
-    def problems(self, *, started: bool, alive: bool, stopping: bool, ray: str,
-                 ray_address: str | None) -> list[str]:
-        """Why the service cannot work now (``/healthz`` answers 503 when there are any)."""
-        problems = []
-        quiet_s = time.monotonic() - self.beat
-        if started and not alive and not stopping:
-            problems.append("the coordinator loop has stopped"
-                            + (f": {self.loop_error}" if self.loop_error else ""))
-        elif alive and quiet_s > STUCK_AFTER_S and not stopping:
-            problems.append(f"the coordinator loop has not come round for {quiet_s:.0f} s")
-        elif self.loop_error:
-            problems.append(f"the coordinator loop failed: {self.loop_error}")
-        if ray.startswith("error: "):
-            problems.append(f"Ray: {ray.removeprefix('error: ')}")
-        elif ray != "up" and not stopping:
-            problems.append(f"Ray is not up yet (joining RAY_ADDRESS={ray_address})"
-                            if ray_address else "Ray is not up yet (starting a local Ray)")
-        if self.database_error:
-            problems.append(self.database_error)
-        if stopping:
-            problems.append("the server is stopping")
-        return problems
 
 
 class Service:
@@ -211,9 +79,6 @@ class Service:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: dict[int, threading.Thread] = {}
-        self._starting: set[int] = set()  # jobs whose workers are not all placed yet
-        self._started_at = 0.0  # when the last job finished placing its workers
-        self._waiting_logged = False
         self._loop_thread: threading.Thread | None = None
         self._loop_done = threading.Event()  # the loop claims no more jobs
         self._ray_released = threading.Event()  # stop() has shut Ray down
@@ -222,6 +87,7 @@ class Service:
         self.ray_error: str | None = None
         # The last job's idle workers, for the next job on the same task and resources.
         self.warm = WarmWorkers()
+        self.admission = Admission(self.warm)
         self.requeued: list[int] = []
         self.health = LoopHealth()
         # Ends of jobs the database did not hear of (it was away), and orphans.
@@ -231,9 +97,6 @@ class Service:
 
     def start(self) -> None:
         """Migrate the jobs table, requeue jobs left running, start the loop thread."""
-        from tuner import store
-        from tuner.engine.studies import open_storage
-
         self.settings.ensure_home()
         store.upgrade(self.settings.database_url)
         # Optuna creates its tables when a storage is first opened on a database; two jobs
@@ -270,19 +133,9 @@ class Service:
             # A loop still starting (or joining an unreachable) Ray is inside ray.init, which
             # does not return for tens of seconds: nothing of it needs stopping.
             self._loop_done.wait(timeout=timeout if self._ray_started else 1.0)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                alive = [i for i, t in self._threads.items() if t.is_alive()]
-                waiting = alive
-            if not waiting:
-                break
-            time.sleep(0.1)
-        else:
-            logger.warning("jobs %s did not stop within %.0f s", waiting, timeout)
-        with self._lock:
-            alive = [i for i, t in self._threads.items() if t.is_alive()]
+        alive = self._wait_for_jobs(timeout)
         if alive:
+            logger.warning("jobs %s did not stop within %.0f s", alive, timeout)
             ids = requeue_orphans(self.settings.database_url,
                                   message="requeued: the server stopped")
             logger.info("requeued running jobs %s for the next server start", ids)
@@ -300,6 +153,16 @@ class Service:
             self._ray_released.set()
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)
+
+    def _wait_for_jobs(self, timeout: float) -> list[int]:
+        """Wait up to ``timeout`` for the jobs' threads to end; the jobs still running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                alive = [i for i, t in self._threads.items() if t.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                return alive
+            time.sleep(0.1)
 
     def describe(self) -> dict[str, Any]:
         """What ``/healthz`` shows: the slots, the jobs running here, Ray, the loop, and
@@ -357,7 +220,6 @@ class Service:
     def _start_ray(self) -> bool:
         """Start or join Ray, again 1 s doubling to 60 s later while it fails; False when
         the server stopped first."""
-        from tuner.engine.cluster import ensure_ray
 
         def start() -> None:
             self.health.beat = time.monotonic()
@@ -380,39 +242,9 @@ class Service:
                 del self._threads[job_id]
             return self.max_jobs - len(self._threads)
 
-    def _fits(self, spec: dict[str, Any]) -> bool:
-        """Admission: start a job only when Ray has room for all of its workers now.
-
-        The coordinator starts ``min(max_concurrent, what the cluster fits)`` workers and
-        waits until every one is placed; two jobs starting together on a small cluster could
-        each hold part of it and wait for ever. So one job starts at a time, and only when
-        the free CPUs and GPUs hold all its workers; until then it stays queued (and is
-        cancelled at once if asked). A job that can never fit is let through: the
-        coordinator fails it with a message saying why.
-        """
-        import ray
-
-        with self._lock:
-            if self._starting:
-                return False
-        if time.monotonic() - self._started_at < 1.0:
-            return False  # Ray's view of free resources lags behind placements
-        free = dict(ray.available_resources())
-        for name, held in self.warm.held().items():  # kept workers give way to a new job
-            free[name] = free.get(name, 0.0) + held
-        ok, waiting = room_for(spec, total=ray.cluster_resources(), free=free)
-        if waiting and not self._waiting_logged:
-            logger.info("next job waits for Ray resources: %s", waiting)
-            self._waiting_logged = True
-        return ok
-
     def _start_next(self) -> bool:
         """Take the oldest queued job and start its thread; False when none is queued or
         it does not fit on Ray yet."""
-        from sqlalchemy import select
-
-        from tuner import store
-
         url = self.settings.database_url
         with store.session_scope(url) as session:
             with self._lock:
@@ -426,9 +258,8 @@ class Service:
             if candidate is None:
                 return False
             if not self.ends.fail_on_error(candidate.id, "cannot be scheduled",
-                                           partial(self._fits, dict(candidate.spec))):
+                                           partial(self.admission.fits, dict(candidate.spec))):
                 return False
-            self._waiting_logged = False
             # The job that was checked, and only if it is still queued.
             job = store.claim_next_queued(session, job_id=candidate.id)
             if job is None:
@@ -438,17 +269,12 @@ class Service:
                                   name=f"tuner-job-{job_id}", daemon=True)
         with self._lock:
             self._threads[job_id] = thread
-            self._starting.add(job_id)
+        self.admission.starting(job_id)
         logger.info("job %s: started (%s)", job_id, spec.get("name"))
         thread.start()
         return True
 
     def _run(self, job_id: int, spec_doc: dict[str, Any]) -> None:
-        from tuner import store
-        from tuner.engine.jobs import cancel_check, run_job
-        from tuner.errors import JobCancelled, JobInterrupted, JobStateError
-        from tuner.spec import parse_job
-
         url = self.settings.database_url
         started = time.monotonic()
         try:
@@ -460,14 +286,9 @@ class Service:
                 store.set_state(session, job, store.JobState.FAILED, error=str(e))
             logger.error("job %s: failed: %s", job_id, e)
             return
-        def on_progress(snapshot: Any) -> None:
-            if snapshot.phase != "starting" and job_id in self._starting:
-                with self._lock:
-                    self._starting.discard(job_id)
-                    self._started_at = time.monotonic()
-
         try:
-            run_job(self.settings, job_id, spec, on_progress=on_progress, warm=self.warm,
+            run_job(self.settings, job_id, spec, warm=self.warm,
+                    on_progress=partial(self.admission.progress, job_id),
                     should_cancel=cancel_check(self.settings.database_url, job_id,
                                                every_s=self.poll_s),
                     should_stop=self._stopping.is_set)
@@ -485,8 +306,5 @@ class Service:
         else:
             logger.info("job %s: succeeded in %.0f s", job_id, time.monotonic() - started)
         finally:
-            with self._lock:
-                if job_id in self._starting:
-                    self._starting.discard(job_id)
-                    self._started_at = time.monotonic()
+            self.admission.placed(job_id)  # or never will be
             self._wake.set()  # a slot (and Ray's resources) are free: look at the queue

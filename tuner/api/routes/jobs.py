@@ -112,8 +112,8 @@ def parse_api_job(document: Any, *,
         SpecError: every bad field at once, with the CLI's texts.
     """
     from tuner.api.routes.code import code_problem
-    from tuner.engine.service import service_task_problem
     from tuner.spec import parse_job
+    from tuner.task_checks import service_task_problem
 
     task = document.get("task") if isinstance(document, dict) else None
     code = document.get("code") if isinstance(document, dict) else None
