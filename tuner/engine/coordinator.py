@@ -12,7 +12,7 @@ For a job it
    ends the trial everywhere with its :class:`~tuner.results.TrialOutcome`: COMPLETE, PRUNED,
    DIVERGED or FAIL (:mod:`tuner.engine.ledger`);
 4. re-trains each optimizer's best setting with ``final_seeds`` seeds (MLflow runs tagged
-   ``final``, not trials of the study: they would feed the sampler);
+   ``final``, not trials of the study: they would feed the sampler; :mod:`tuner.engine.finals`);
 5. returns the :class:`~tuner.results.SearchResult`; :mod:`tuner.engine.jobs` ranks it, exports it
    and records it.
 
@@ -43,6 +43,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tuner.engine.cluster import WarmWorkers, WorkerPool, ensure_ray
+from tuner.engine.finals import FinalRuns
 from tuner.engine.ledger import Ledger, Slot
 from tuner.engine.lr_range import narrow_lr_ranges
 from tuner.engine.recovery import recover
@@ -140,8 +141,7 @@ class Coordinator:
         self.lr_range: dict[str, dict[str, Any]] = {}
         # In flight: Ray object ref -> slot (a slot keys itself while its call is made).
         self._pending: dict[Any, Slot] = {}
-        self._final_queue: list[tuple[str, int]] = []
-        self._finals_planned: set[str] = set()
+        self.finals = FinalRuns(self.ledger, self._mark)
         self._deadline = math.inf  # set when the search starts: timeout_s is its time
 
     @property
@@ -178,7 +178,7 @@ class Coordinator:
             self._mark("done")
             self.progress.phase = "done"
             self._emit()
-            self._plan_finals()  # optimizers whose search ended without a final phase
+            self.finals.plan(self._deadline)  # searches that ended without a final phase
             self.ledger.link_best_runs()
             status = "FINISHED"
         except (JobCancelled, KeyboardInterrupt):
@@ -257,12 +257,13 @@ class Coordinator:
                 if "first_trial" not in self.phases:
                     self._mark("first_trial")
                 return True
-        self._plan_finals()
-        if self._final_queue:
-            name, seed = self._final_queue.pop(0)
-            self._submit(self.ledger.begin_final(name, seed, worker), start=True)
-            return True
-        return False
+        self.finals.plan(self._deadline)
+        final = self.finals.next()
+        if final is None:
+            return False
+        name, seed = final
+        self._submit(self.ledger.begin_final(name, seed, worker), start=True)
+        return True
 
     def _submit(self, slot: Slot, *, start: bool = False) -> None:
         self._pending[slot] = slot  # in flight from here on, whatever fails next
@@ -321,7 +322,7 @@ class Coordinator:
         logger.warning("%s while running %s; a new worker takes over", reason, slot.key)
         self._end(slot, TrialOutcome.LOST, reason=reason, idle=False)
         if slot.kind == "final":
-            self._final_queue.insert(0, (slot.optimizer, slot.seed))
+            self.finals.again(slot.optimizer, slot.seed)
         self.pool.replace(slot.worker)
 
     def _end(self, slot: Slot, outcome: TrialOutcome, *, reason: str | None = None,
@@ -329,23 +330,6 @@ class Coordinator:
         self.ledger.end(slot, outcome, reason=reason, where=self.pool.info(slot.worker))
         if idle:
             self.pool.release(slot.worker)
-
-    def _plan_finals(self) -> None:
-        """Queue the final re-runs of every optimizer whose search has ended."""
-        for name, progress in self.progress.optimizers.items():
-            if name in self._finals_planned or progress.running:
-                continue
-            if progress.started < progress.budget and time.monotonic() < self._deadline:
-                continue  # still searching
-            self._finals_planned.add(name)
-            # Enqueued trials the deadline left unasked (a re-run, the defaults) end too.
-            self.ledger.close_waiting(name, reason="not run: the search's timeout_s passed first")
-            seeds = self.ledger.select_best(name)
-            self._final_queue.extend((name, seed) for seed in seeds)
-            if seeds:
-                if self.progress.phase != "final":
-                    self._mark("search")
-                self.progress.phase = "final"
 
     def _abandon_pending(self, status: str) -> None:
         """End whatever is still in flight (an error or a cancellation): nothing is left
