@@ -89,6 +89,10 @@ class TunerClient:
         """``GET /v1/jobs/{id}/report``: report.html with its plots inlined."""
         return self._request("GET", f"/v1/jobs/{job_id}/report").text
 
+    def report_facts(self, job_id: int) -> dict[str, Any]:
+        """``GET /v1/jobs/{id}/report/facts``: the report's tunability and sensitivity facts."""
+        return self._request("GET", f"/v1/jobs/{job_id}/report/facts").json()
+
     def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
         return self._request("GET", "/healthz").json()

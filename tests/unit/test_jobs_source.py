@@ -8,6 +8,7 @@ through the real :class:`tuner.client.TunerClient` over Starlette's in-process t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,19 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+import tuner.api.routes.jobs
+import tuner.api.routes.report
+import tuner.cli._local
 import tuner.cli._remote
-from tuner import store
+from tests.stored_results import stored_optimizers
+from tuner import store, views
 from tuner.api import create_app
-from tuner.api.routes.jobs import detail as api_detail
-from tuner.api.routes.jobs import summary as api_summary
 from tuner.cli import app
 from tuner.cli._local import LocalJobs
 from tuner.cli._remote import RemoteJobs
 from tuner.client import TunerClient
 from tuner.config import get_settings
+from tuner.spec import parse_job
 
 URL = "http://127.0.0.1:8000"
 SPEC: dict[str, Any] = {
@@ -115,6 +119,13 @@ def test_the_local_source_answers_what_the_api_answers(jobs: dict[str, int],
 
 def test_the_local_source_builds_the_apis_own_shapes(jobs: dict[str, int]) -> None:
     # The same functions' output, not only the same JSON: the two cannot drift apart.
+    # One builder (tuner.views, no FastAPI), used by the API's routes and the local source.
+    for module in (tuner.api.routes.jobs, tuner.cli._local):
+        assert module.job_detail is views.job_detail, module
+        assert module.job_page is views.job_page, module
+    for module in (tuner.api.routes.report, tuner.cli._local):
+        assert module.report_facts is views.report_facts, module
+    api_detail, api_summary = views.job_detail, views.job_summary
     url = get_settings().database_url
     with store.session_scope(url) as session:
         for job_id in jobs.values():
@@ -147,6 +158,34 @@ def test_every_command_prints_the_same_from_the_store_and_from_a_server(
     assert local.exit_code == remote.exit_code == 0, (local.stderr, remote.stderr)
     assert local.stdout == f"job {queued} cancelled\n"
     assert remote.stdout == f"job {jobs['also_queued']} cancelled\n"
+
+
+def test_report_prints_the_same_facts_from_the_store_and_from_a_server(
+    jobs: dict[str, int], api: TestClient, tmp_path: Path,
+) -> None:
+    url = get_settings().database_url
+    with store.session_scope(url) as session:
+        job = store.create_job(session, name=SPEC["name"], task=SPEC["task"],
+                               spec=parse_job(SPEC).model_dump(mode="json"), state="running")
+        store.set_result(session, job.id, {"leaderboard": ROWS, "seconds": 151.0,
+                                           "export": EXPORT, "optimizers": stored_optimizers()})
+        store.set_state(session, job, "succeeded")
+        job_id = job.id
+
+    local = tuner_cli("report", str(job_id), "-o", str(tmp_path / "local"), columns=100)
+    remote = tuner_cli("report", str(job_id), "-o", str(tmp_path / "remote"), "--server", URL,
+                       columns=100)
+
+    assert local.exit_code == 0, local.stderr + repr(local.exception)
+    assert remote.exit_code == 0, remote.stderr + repr(remote.exception)
+    # Everything above the line naming where report.html went (a folder of each).
+    shown, _, written = local.stdout.partition("\nreport: ")
+    assert "tunability and sensitivity (val_accuracy)" in shown, local.stdout
+    assert re.search(r"^│ adam +│ +0\.723 │ +3 of 4 │ +0%/50%/0% │", shown, re.M), shown
+    assert "warning: adam: 50% of its trials diverged" in shown
+    assert shown == remote.stdout.partition("\nreport: ")[0]
+    assert str((tmp_path / "local" / "report.html").resolve()) in written
+    assert LocalJobs().report_facts(job_id) == RemoteJobs(URL).report_facts(job_id)
 
 
 def test_jobs_shows_names_and_tasks_as_text(jobs: dict[str, int], api: TestClient) -> None:

@@ -1,6 +1,9 @@
 """The shapes the REST API answers with. The request body of ``POST /v1/jobs`` is the job
 document itself, validated by :func:`tuner.spec.parse_job` (the model is
 :class:`tuner.spec.JobSpec`), so the CLI and the API share one validation and its messages.
+A job's views are built by :mod:`tuner.views` (FastAPI-free, so the CLI's local store answers
+with the same builders): :class:`JobSummary` and :class:`JobDetail` describe what its
+``job_summary`` and ``job_detail`` build; :class:`ReportFacts` is its own.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tuner.views import ReportFacts
+
 __all__ = [
     "ErrorOut",
     "Health",
@@ -16,6 +21,7 @@ __all__ = [
     "JobEventOut",
     "JobPage",
     "JobSummary",
+    "ReportFacts",
     "SearchSpaceOut",
     "TaskOut",
     "TrialOut",

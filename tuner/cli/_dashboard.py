@@ -19,6 +19,7 @@ from rich.text import Text
 
 from tuner.cli._app import app, friendly, is_loopback
 from tuner.cli._display import console, err_console
+from tuner.cli._follow import job_leaderboard
 from tuner.cli._text import as_text, printable
 from tuner.config import get_settings
 from tuner.errors import TunerError
@@ -96,7 +97,7 @@ def dashboard(
     url = get_settings().database_url
     job = local_job(job_id)
     job_id = int(job["id"])
-    optimizers = [row["optimizer"] for row in job.get("leaderboard") or []] or list(
+    optimizers = [row.optimizer for row in job_leaderboard(job)] or list(
         job["spec"].get("optimizers", []))
     storage = _open_storage(url)
     studies = job_studies(storage, job_id, optimizers)

@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text, TextType
 
 from tuner.cli._text import as_text, printable
-from tuner.results import JobProgress
+from tuner.results import JobProgress, LeaderboardRow
 
 #: The consoles of the commands: markup for our own strings, never an emoji code.
 console = Console(emoji=False)
@@ -132,7 +132,7 @@ class _Column:
     """One leaderboard column: its header, how a row fills it, and its alignment."""
 
     header: TextType
-    cell: Callable[[Mapping[str, Any]], TextType]
+    cell: Callable[[LeaderboardRow], TextType]
     justify: JustifyMethod = "right"
 
 
@@ -147,13 +147,17 @@ class Leaderboard:
     columns as they fit; nothing is cut. ``wide=True`` always draws the full table
     (``tuner status --wide``); the report has every column too.
 
+    ``rows``: :class:`~tuner.results.LeaderboardRow` objects, or their stored form (a job's
+    ``leaderboard`` as the API answers it), read into them.
+
     Example:
         >>> console.print(Leaderboard(rows, metric="val_loss", mode="min", title="job 3"))
     """
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
-                 title: TextType, wide: bool = False) -> None:
-        self.rows = list(rows)
+    def __init__(self, rows: Sequence[LeaderboardRow | Mapping[str, Any]], *, metric: str,
+                 mode: str, title: TextType, wide: bool = False) -> None:
+        self.rows = [row if isinstance(row, LeaderboardRow) else LeaderboardRow.from_dict(row)
+                     for row in rows]
         self.metric = metric
         self.mode = mode
         self.title = title
@@ -202,17 +206,17 @@ class Leaderboard:
         else:
             # The usual number of runs is said once, in the header; a row that differs (a
             # final re-run failed) says its own, ``(3/5)``.
-            counts = Counter(_runs(row) for row in self.rows if row.get("mean") is not None)
+            counts = Counter(_runs(row) for row in self.rows if row.mean is not None)
             usual = counts.most_common(1)[0][0] if counts else ""
             runs = f" ({usual} runs)" if usual.isdigit() else ""
             score = _Column(Text.assemble(as_text(self.metric), f" {arrow}\nmean ± std{runs}"),
                             lambda row: _score(row, runs=_runs(row) != usual))
         dropped = compact or set()
         columns = [
-            _Column("#", lambda row: str(row["rank"])),
-            _Column("optimizer", lambda row: as_text(row["optimizer"]), "left"),
+            _Column("#", lambda row: str(row.rank)),
+            _Column("optimizer", lambda row: as_text(row.optimizer), "left"),
             score,
-            _Column("95% CI\n±", lambda row: fmt(row.get("ci95"), 2)),
+            _Column("95% CI\n±", lambda row: fmt(row.ci95, 2)),
             _Column("vs #1\nWelch, Holm", _verdict, "left"),
         ]
         if "best trial" not in dropped:
@@ -220,8 +224,8 @@ class Leaderboard:
                                    _best_trial))
         # Without the best-trial column, "best" says whose learning rate this is.
         lr = "best\nlr" if "best trial" in dropped else "lr"
-        columns += [_Column(lr, lambda row: fmt(row.get("lr"), 2)),
-                    _Column("batch", lambda row: fmt(row.get("batch_size")))]
+        columns += [_Column(lr, lambda row: fmt(row.lr, 2)),
+                    _Column("batch", lambda row: fmt(row.batch_size))]
         if "trials" not in dropped:
             columns.append(_Column("trials ok/\npr/div/fail", _counts))
         if self._has_target() and "target" not in dropped:
@@ -229,7 +233,8 @@ class Leaderboard:
         return columns
 
     def _has_target(self) -> bool:
-        return any("target_epoch" in row for row in self.rows)
+        # A job with a target says in every row how many final runs reached it.
+        return any(row.target_reached is not None for row in self.rows)
 
     def _table(self, columns: Sequence[_Column], *, boxed: bool) -> Table:
         if boxed:
@@ -266,9 +271,9 @@ class Fitted:
         yield table
 
 
-def leaderboard_table(rows: Sequence[Mapping[str, Any]], *, metric: str, mode: str,
-                      title: TextType, wide: bool = False) -> Leaderboard:
-    """The leaderboard of a job's rows (``Job.result["leaderboard"]``): a :class:`Leaderboard`."""
+def leaderboard_table(rows: Sequence[LeaderboardRow | Mapping[str, Any]], *, metric: str,
+                      mode: str, title: TextType, wide: bool = False) -> Leaderboard:
+    """The leaderboard of a job's rows (typed, or as stored): a :class:`Leaderboard`."""
     return Leaderboard(rows, metric=metric, mode=mode, title=title, wide=wide)
 
 
@@ -281,41 +286,41 @@ def _natural_width(console: Console, options: ConsoleOptions, table: Table) -> i
         table.title = title
 
 
-def _runs(row: Mapping[str, Any]) -> str:
-    failed = row.get("finals_failed") or 0
-    return f"{row['seeds']}" if not failed else f"{row['seeds']}/{row['seeds'] + failed}"
+def _runs(row: LeaderboardRow) -> str:
+    failed = row.finals_failed or 0
+    return f"{row.seeds}" if not failed else f"{row.seeds}/{row.seeds + failed}"
 
 
-def _score(row: Mapping[str, Any], *, runs: bool = True) -> str:
-    if row.get("mean") is None:
+def _score(row: LeaderboardRow, *, runs: bool = True) -> str:
+    if row.mean is None:
         return "–"
-    score = f"{fmt(row['mean'])} ± {fmt(row['std'], 2)}"
+    score = f"{fmt(row.mean)} ± {fmt(row.std, 2)}"
     return f"{score} ({_runs(row)})" if runs else score
 
 
-def _verdict(row: Mapping[str, Any]) -> str:
-    p = row.get("p_vs_leader")
-    if row["rank"] == 1:
+def _verdict(row: LeaderboardRow) -> str:
+    p = row.p_vs_leader
+    if row.rank == 1:
         return "[bold green]leader[/]"
     if p is None:
         return "–"
-    if row.get("tied_with_leader"):
+    if row.tied_with_leader:
         return f"[cyan]tied[/] p={p:.2f}"
     return f"worse p={p:.2g}"
 
 
-def _best_trial(row: Mapping[str, Any]) -> str:
-    if row.get("best") is None:
+def _best_trial(row: LeaderboardRow) -> str:
+    if row.best is None:
         return "–"
-    return f"{fmt(row['best'])} (#{row['trial']})"
+    return f"{fmt(row.best)} (#{row.trial})"
 
 
-def _counts(row: Mapping[str, Any]) -> str:
-    return f"{row['complete']}/{row['pruned']}/{row['diverged']}/{row['failed']}"
+def _counts(row: LeaderboardRow) -> str:
+    return f"{row.complete}/{row.pruned}/{row.diverged}/{row.failed}"
 
 
-def _target(row: Mapping[str, Any]) -> str:
-    return f"{fmt(row.get('target_epoch'))} ({row.get('target_reached', '')})"
+def _target(row: LeaderboardRow) -> str:
+    return f"{fmt(row.target_epoch)} ({row.target_reached or ''})"
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:

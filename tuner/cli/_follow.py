@@ -13,9 +13,9 @@ from tuner.cli._display import JobBars, console, leaderboard_table
 from tuner.cli._source import JobsSource
 from tuner.cli._text import as_text
 from tuner.errors import TunerError
-from tuner.results import JobProgress
+from tuner.results import JobProgress, LeaderboardRow
 
-__all__ = ["TERMINAL", "follow_job", "job_progress", "job_title"]
+__all__ = ["TERMINAL", "follow_job", "job_leaderboard", "job_progress", "job_title"]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -25,6 +25,12 @@ def job_progress(job: dict[str, Any]) -> JobProgress:
     spec = job.get("spec") or {}
     return JobProgress.from_dict(job.get("progress"), job_id=job["id"],
                                  metric=spec.get("metric", ""), mode=spec.get("mode", "min"))
+
+
+def job_leaderboard(job: dict[str, Any]) -> tuple[LeaderboardRow, ...]:
+    """The leaderboard of a job as a :class:`JobsSource` shows it, typed (empty until the job
+    succeeded)."""
+    return tuple(LeaderboardRow.from_dict(row) for row in job.get("leaderboard") or ())
 
 
 def job_title(job_id: int, name: object, task: object, tail: str = "") -> Text:
@@ -64,12 +70,13 @@ def _print_outcome(job: dict[str, Any]) -> None:
         raise TunerError(f"job {job['id']} failed: {job.get('error') or 'no error recorded'}")
     if state == "cancelled":
         raise TunerError(f"job {job['id']} was cancelled")
-    if job.get("leaderboard"):
+    board = job_leaderboard(job)
+    if board:
         console.print(leaderboard_table(
-            job["leaderboard"], metric=spec.get("metric", ""), mode=spec.get("mode", "min"),
+            board, metric=spec.get("metric", ""), mode=spec.get("mode", "min"),
             title=job_title(job["id"], job["name"], job["task"]),
         ))
-        best = job["leaderboard"][0]["optimizer"]
+        best = board[0].optimizer
         seconds = job.get("seconds")
         took = f"  ({seconds:.0f} s)" if seconds else ""
         console.print(Text.assemble("best optimizer: ", as_text(best, "bold green"), took))

@@ -15,10 +15,11 @@ from rich.text import Text
 from tuner.analysis.export import FORMATS, render_export
 from tuner.cli._app import JobIdArgument, ServerOption, app, friendly, open_source
 from tuner.cli._display import JobBars, console, err_console, fmt, jobs_table, leaderboard_table
-from tuner.cli._follow import follow_job, job_title
+from tuner.cli._follow import follow_job, job_leaderboard, job_progress, job_title
 from tuner.cli._text import as_text
 from tuner.config import Settings, get_settings
 from tuner.errors import JobCancelled, SpecError, TaskError, TunerError
+from tuner.results import TrialOutcome
 from tuner.spec import CLASSIC_OPTIMIZERS, JobSpec, load_job_file, parse_job
 from tuner.task import is_module_path, resolve_task
 
@@ -74,7 +75,8 @@ def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
             outcome = run_job(settings, job_id, spec, on_progress=bars.update,
                               should_cancel=cancel_check(settings.database_url, job_id))
     except JobCancelled:
-        err_console.print(f"job {job_id} cancelled: its started trials ended as FAIL; "
+        err_console.print(f"job {job_id} cancelled: its started trials ended as "
+                          f"{TrialOutcome.FAIL}; "
                           "the finished ones are kept")
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
@@ -212,23 +214,23 @@ def status(
     if view.get("error"):
         console.print(Text.assemble(("error:", "red"), " ",
                                     as_text(view["error"], keep_newlines=True)))
-    progress = (view.get("progress") or {}).get("optimizers", {})
-    for name, p in progress.items():
+    for name, p in job_progress(view).optimizers.items():
         # Counts that are zero are left out: a line fits 80 columns.
-        counts = [f"ok {p['complete']}"] + [
-            f"{label} {p[key]}" for key, label in
-            (("pruned", "pruned"), ("diverged", "diverged"), ("failed", "failed"),
-             ("running", "running")) if p.get(key)
+        counts = [f"ok {p.complete}"] + [
+            f"{label} {count}" for label, count in
+            (("pruned", p.pruned), ("diverged", p.diverged), ("failed", p.failed),
+             ("running", p.running)) if count
         ]
         line = as_text(name)
         line.pad_right(10 - line.cell_len)
         console.print(Text.assemble(
-            "  ", line, f" {p['finished']}/{p['budget'] + p.get('lost', 0)} trials  "
-            f"{' · '.join(counts)} · best {fmt(p['best'])}"))
-    if view.get("leaderboard"):
+            "  ", line, f" {p.finished}/{p.budget + p.lost} trials  "
+            f"{' · '.join(counts)} · best {fmt(p.best)}"))
+    board = job_leaderboard(view)
+    if board:
         spec = view["spec"]
         leaderboard_table(
-            view["leaderboard"], metric=spec["metric"], mode=spec["mode"], wide=wide,
+            board, metric=spec["metric"], mode=spec["mode"], wide=wide,
             title=f"leaderboard: ranked by the mean of {spec.get('final_seeds')} final "
                   "re-runs of each optimizer's best setting",
         ).print(console)

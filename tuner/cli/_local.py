@@ -1,7 +1,7 @@
 """The local store as a :class:`~tuner.cli._source.JobsSource`: the jobs database at
-``TUNER_DB_URL`` through :mod:`tuner.store`, answering in the REST API's shapes
-(:func:`job_summary`, :func:`job_detail`: what ``GET /v1/jobs`` and ``GET /v1/jobs/{id}``
-answer, built from the same store objects)."""
+``TUNER_DB_URL`` through :mod:`tuner.store`, answering in the REST API's shapes, built by
+the API's own builders (:mod:`tuner.views`: what ``GET /v1/jobs``, ``GET /v1/jobs/{id}`` and
+``GET /v1/jobs/{id}/report/facts`` answer)."""
 
 from __future__ import annotations
 
@@ -13,33 +13,10 @@ from tuner import store
 from tuner.cli._source import WrittenReport
 from tuner.config import get_settings
 from tuner.errors import JobStateError, TunerError
-from tuner.store import Job, JobEvent
+from tuner.results import JobResult
+from tuner.views import ReportFacts, job_detail, job_page, report_facts, succeeded_result
 
-__all__ = ["NO_SERVER", "LocalJobs", "job_detail", "job_summary", "local_job"]
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    """A stored job as ``GET /v1/jobs`` lists it (``JobSummary``)."""
-    return job.to_dict() | {"optimizers": list((job.spec or {}).get("optimizers", []))}
-
-
-def job_detail(job: Job, events: list[JobEvent]) -> dict[str, Any]:
-    """A stored job as ``GET /v1/jobs/{id}`` answers it (``JobDetail``)."""
-    result = job.result or {}
-    return job_summary(job) | {
-        "spec": job.spec or {},
-        "leaderboard": result.get("leaderboard"),
-        "seconds": result.get("seconds"),
-        "events": [event.to_dict() for event in events],
-    }
-
-
-def _succeeded(job: Job, needs: str) -> dict[str, Any]:
-    """A succeeded job's stored result; else the API's 409 line."""
-    if job.state != "succeeded" or not job.result:
-        raise JobStateError(f"job {job.id} is {job.state}; {needs}")
-    return dict(job.result)
-
+__all__ = ["NO_SERVER", "LocalJobs", "local_job"]
 
 NO_SERVER = ("no tuner server: set TUNER_URL or pass --server URL "
              "(or run the job in this process: tuner run {source})")
@@ -56,10 +33,9 @@ class LocalJobs:
 
     def jobs(self, *, limit: int, state: str | None = None) -> dict[str, Any]:
         with store.session_scope(self.url) as session:
-            items = [job_summary(job) for job in store.list_jobs(session, limit=limit,
-                                                                 state=state)]
-            total = store.count_jobs(session, state=state)
-        return {"items": items, "total": total, "limit": limit, "offset": 0}
+            return job_page(store.list_jobs(session, limit=limit, state=state),
+                            total=store.count_jobs(session, state=state), limit=limit,
+                            offset=0)
 
     def job(self, job_id: int) -> dict[str, Any]:
         with store.session_scope(self.url) as session:
@@ -78,22 +54,20 @@ class LocalJobs:
     def export(self, job_id: int) -> dict[str, Any]:
         with store.session_scope(self.url) as session:
             job = store.get_job(session, job_id)
-            result = _succeeded(job, "only a succeeded job has an export")
-        return dict(result["export"])
+            result = succeeded_result(job, "only a succeeded job has an export")
+        return dict(result.export)
 
-    def _spec_and_result(self, job_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _spec_and_result(self, job_id: int) -> tuple[dict[str, Any], JobResult]:
         with store.session_scope(self.url) as session:
             job = store.get_job(session, job_id)
-            result = _succeeded(job, "a report needs a succeeded job")
+            result = succeeded_result(job, "a report needs a succeeded job")
             return dict(job.spec), result
 
-    def report_facts(self, job_id: int) -> dict[str, Any] | None:
-        # The statistics (and the plots below) load for a report only, not for every command.
-        from tuner.analysis.statistics import report_facts
-
+    def report_facts(self, job_id: int) -> ReportFacts:
         return report_facts(*self._spec_and_result(job_id))
 
     def write_report(self, job_id: int, out_dir: Path) -> WrittenReport:
+        # The report (the plots, matplotlib) loads for a report only, not for every command.
         from tuner.analysis.report import write_report
 
         spec, result = self._spec_and_result(job_id)

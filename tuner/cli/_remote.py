@@ -9,6 +9,8 @@ from typing import Any
 from tuner.cli._source import WrittenReport
 from tuner.client import TunerClient
 from tuner.config import get_settings
+from tuner.errors import JobNotFoundError
+from tuner.views import ReportFacts
 
 __all__ = ["RemoteJobs"]
 
@@ -38,8 +40,14 @@ class RemoteJobs:
     def export(self, job_id: int) -> dict[str, Any]:
         return self.client.export(job_id)
 
-    def report_facts(self, job_id: int) -> dict[str, Any] | None:
-        return None  # the server's report.html has them; its stored result stays there
+    def report_facts(self, job_id: int) -> ReportFacts | None:
+        try:
+            facts = self.client.report_facts(job_id)
+        except JobNotFoundError:
+            # A server older than GET /v1/jobs/{id}/report/facts (the job itself was found):
+            # its report.html has them.
+            return None
+        return ReportFacts.model_validate(facts)
 
     def write_report(self, job_id: int, out_dir: Path) -> WrittenReport:
         html = self.client.report(job_id)

@@ -5,8 +5,9 @@
 picks it from ``--server`` / ``TUNER_URL``: :class:`tuner.cli._local.LocalJobs` (the jobs
 database at ``TUNER_DB_URL``, through :mod:`tuner.store`) or
 :class:`tuner.cli._remote.RemoteJobs` (the server, through :class:`tuner.client.TunerClient`).
-Both answer in the REST API's shapes: a job in full is ``GET /v1/jobs/{id}``'s ``JobDetail``,
-a page of jobs ``GET /v1/jobs``'s ``JobPage``; and with the same
+Both answer in the REST API's shapes (built by :mod:`tuner.views`): a job in full is
+``GET /v1/jobs/{id}``'s ``JobDetail``, a page of jobs ``GET /v1/jobs``'s ``JobPage``, a
+report's facts ``GET /v1/jobs/{id}/report/facts``'s ``ReportFacts``; and with the same
 :class:`~tuner.errors.TunerError` lines (the API's 404 and 409 answers carry the store's
 messages).
 
@@ -25,7 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tuner.views import ReportFacts
 
 __all__ = ["JobsSource", "WrittenReport"]
 
@@ -69,10 +73,10 @@ class JobsSource(Protocol):
         """A succeeded job's export document (:mod:`tuner.analysis.export`)."""
         ...
 
-    def report_facts(self, job_id: int) -> dict[str, Any] | None:
-        """A succeeded job's tunability and sensitivity facts
-        (:func:`tuner.analysis.statistics.report_facts`), or None where the source does not
-        hold the stored result (a server sends them inside its report)."""
+    def report_facts(self, job_id: int) -> ReportFacts | None:
+        """A succeeded job's tunability and sensitivity facts (:func:`tuner.views.report_facts`,
+        ``GET /v1/jobs/{id}/report/facts``); None from a server older than that endpoint
+        (its report.html has them)."""
         ...
 
     def write_report(self, job_id: int, out_dir: Path) -> WrittenReport:

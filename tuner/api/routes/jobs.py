@@ -18,9 +18,10 @@ from tuner.api.schemas import (
     TrialPage,
     ValidationErrorOut,
 )
-from tuner.errors import JobStateError, SpecError
+from tuner.errors import SpecError
 from tuner.spec import MAX_DEPTH, JobSpec, document_problems, study_name
 from tuner.store._jobs import MAX_JOB_ID as _MAX_JOB_ID
+from tuner.views import job_detail, job_page, succeeded_result
 
 __all__ = ["router"]
 
@@ -42,25 +43,6 @@ _NOT_FOUND: _Responses = {
     404: {"model": ErrorOut, "description": "No job with this id in this store."}}
 _UNAUTHORIZED: _Responses = {
     401: {"model": ErrorOut, "description": "Missing or wrong bearer token."}}
-
-
-# -- shapes ---------------------------------------------------------------------------------
-
-
-def summary(job: Any) -> dict[str, Any]:
-    """The list form of a stored job."""
-    return job.to_dict() | {"optimizers": list((job.spec or {}).get("optimizers", []))}
-
-
-def detail(job: Any, events: list[Any]) -> dict[str, Any]:
-    """The full form of a stored job: spec, history, leaderboard once succeeded."""
-    result = job.result or {}
-    return summary(job) | {
-        "spec": job.spec or {},
-        "leaderboard": result.get("leaderboard"),
-        "seconds": result.get("seconds"),
-        "events": [event.to_dict() for event in events],
-    }
 
 
 # -- the request body -----------------------------------------------------------------------
@@ -193,7 +175,7 @@ def submit_job(
     if wake is not None:
         wake()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return detail(job, events)
+    return job_detail(job, events)
 
 
 @router.get("", response_model=JobPage)
@@ -207,10 +189,8 @@ def list_jobs(
     """List jobs, newest first: ``{items, total, limit, offset}``."""
     from tuner import store
 
-    items = [summary(job) for job in
-             store.list_jobs(session, limit=limit, offset=offset, state=state)]
-    total = store.count_jobs(session, state=state)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return job_page(store.list_jobs(session, limit=limit, offset=offset, state=state),
+                    total=store.count_jobs(session, state=state), limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=_NOT_FOUND)
@@ -219,7 +199,7 @@ def get_job(job_id: JobId, session: SessionDep) -> dict[str, Any]:
     from tuner import store
 
     job = store.get_job(session, job_id)
-    return detail(job, store.job_events(session, job_id))
+    return job_detail(job, store.job_events(session, job_id))
 
 
 @router.post(
@@ -241,7 +221,7 @@ def cancel_job(_writer: WriterDep, job_id: JobId, session: SessionDep) -> dict[s
     job = store.request_cancel(session, job_id)
     events = store.job_events(session, job_id)
     session.commit()
-    return detail(job, events)
+    return job_detail(job, events)
 
 
 @router.get("/{job_id}/trials", response_model=TrialPage, responses=_NOT_FOUND)
@@ -313,11 +293,10 @@ def export_job(
     from tuner import store
     from tuner.analysis.export import render_export
 
-    job = store.get_job(session, job_id)
-    if job.state != "succeeded" or not job.result:
-        raise JobStateError(f"job {job.id} is {job.state}; only a succeeded job has an export")
+    result = succeeded_result(store.get_job(session, job_id),
+                              "only a succeeded job has an export")
     media = "application/yaml" if format == "yaml" else "application/json"
-    return Response(render_export(job.result["export"], format), media_type=media)
+    return Response(render_export(result.export, format), media_type=media)
 
 
 def _iso(value: Any) -> str | None:

@@ -4,7 +4,9 @@
 so one request (a browser, ``curl -o``, ``tuner report ID`` with ``TUNER_URL``) has the whole
 report; ``GET /v1/jobs/{id}/report/{file}`` answers one of its files (the PNGs). The files are
 those the job wrote on the server's disk (``TUNER_HOME/reports/job-<id>/``); when they are
-gone, the report is drawn again from the stored result.
+gone, the report is drawn again from the stored result. ``GET /v1/jobs/{id}/report/facts``
+answers the report's tunability and sensitivity facts as JSON (:class:`tuner.views.ReportFacts`,
+what ``tuner report`` prints under the leaderboard).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
 from tuner.api.deps import SessionDep, SettingsDep
-from tuner.api.schemas import ErrorOut
+from tuner.api.schemas import ErrorOut, ReportFacts
 from tuner.config import Settings
-from tuner.errors import JobNotFoundError, JobStateError
+from tuner.errors import JobNotFoundError
+from tuner.views import report_facts, succeeded_result
 
 __all__ = ["router"]
 
@@ -33,6 +36,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _IMAGE = re.compile(r"""src=(['"])([\w.-]+\.png)\1""")
 _drawing = threading.Lock()  # one redraw at a time: two requests must not write one folder
+_NEEDS = "a report needs a succeeded job"
 
 
 def _report_files(settings: Settings, session: Any, job_id: int) -> dict[str, Path]:
@@ -40,10 +44,9 @@ def _report_files(settings: Settings, session: Any, job_id: int) -> dict[str, Pa
     from tuner import store
 
     job = store.get_job(session, job_id)
-    if job.state != store.JobState.SUCCEEDED or not job.result:
-        raise JobStateError(f"job {job.id} is {job.state}; a report needs a succeeded job")
-    spec, result = dict(job.spec), dict(job.result)
-    files = {Path(p).name: Path(p) for p in result.get("report_files") or []}
+    result = succeeded_result(job, _NEEDS)
+    spec = dict(job.spec)
+    files = {Path(p).name: Path(p) for p in result.report_files}
     if files and all(path.is_file() for path in files.values()):
         return files
     with _drawing:
@@ -76,6 +79,18 @@ def get_report(job_id: int, session: SessionDep, settings: SettingsDep) -> HTMLR
         return f"src={match.group(1)}data:image/png;base64,{data}{match.group(1)}"
 
     return HTMLResponse(_IMAGE.sub(inline, html))
+
+
+@router.get("/{job_id}/report/facts", response_model=ReportFacts, responses=_RESPONSES)
+def get_report_facts(job_id: int, session: SessionDep) -> ReportFacts:
+    """A succeeded job's tunability and sensitivity facts, per optimizer, and the report's
+    warnings: what ``tuner report`` prints under the leaderboard (the expected best-so-far
+    curve is drawn in ``tunability.png``, not sent)."""
+    from tuner import store
+
+    job = store.get_job(session, job_id)
+    result = succeeded_result(job, _NEEDS)
+    return report_facts(dict(job.spec), result)
 
 
 @router.get(
