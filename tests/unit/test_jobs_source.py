@@ -28,6 +28,7 @@ from tuner.cli._local import LocalJobs
 from tuner.cli._remote import RemoteJobs
 from tuner.client import TunerClient
 from tuner.config import get_settings
+from tuner.results import LeaderboardRow
 from tuner.spec import parse_job
 
 URL = "http://127.0.0.1:8000"
@@ -134,6 +135,34 @@ def test_the_local_source_builds_the_apis_own_shapes(jobs: dict[str, int]) -> No
             assert LocalJobs().job(job_id) == expected
         listed = [api_summary(job) for job in store.list_jobs(session, limit=10)]
     assert LocalJobs().jobs(limit=10)["items"] == listed
+
+
+def test_a_job_answers_its_leaderboard_as_the_engine_stored_it(jobs: dict[str, int]) -> None:
+    # What tuner.engine.jobs stores: each LeaderboardRow.to_dict(), through JSON.
+    rows = [LeaderboardRow(optimizer="sgd", best=0.975, mean=0.97389, std=0.0054, ci95=0.0067,
+                           seeds=3, trial=2, lr=0.27, batch_size=8, complete=3, pruned=1,
+                           finals=(0.97, 0.975, 0.977), target_epoch=2, target_reached="3/3",
+                           rank=1),
+            LeaderboardRow(optimizer="adam", best=0.96, mean=0.96, std=0.021, ci95=0.026,
+                           seeds=2, finals_failed=1, finals_diverged=1, trial=1, lr=0.035,
+                           complete=2, diverged=2, finals=(0.94, 0.98), target_epoch=None,
+                           target_reached="1/3", rank=2, p_raw=0.21, p_vs_leader=0.21,
+                           tied_with_leader=True)]
+    stored = json.loads(json.dumps([row.to_dict() for row in rows]))
+    url = get_settings().database_url
+    with store.session_scope(url) as session:
+        job = store.create_job(session, name="board", task="digits-mlp", spec=SPEC,
+                               state="running")
+        store.set_result(session, job.id, {"leaderboard": stored, "seconds": 12.5,
+                                           "export": EXPORT})
+        store.set_state(session, job, "succeeded")
+        job_id = job.id
+
+    view = LocalJobs().job(job_id)
+
+    assert view["leaderboard"] == stored and view["seconds"] == 12.5
+    assert [LeaderboardRow.from_dict(row) for row in view["leaderboard"]] == rows
+    assert LocalJobs().job(jobs["queued"])["leaderboard"] is None  # not an empty one
 
 
 @pytest.mark.parametrize("columns", [80, 250])
