@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -46,15 +46,15 @@ class TunerClient:
 
     def submit(self, document: dict[str, Any], *, source: str = "job") -> dict[str, Any]:
         """``POST /v1/jobs``: the stored job (with its ``id``)."""
-        return self._request("POST", "/v1/jobs", json=document, source=source).json()
+        return self._json("POST", "/v1/jobs", json=document, source=source)
 
     def upload_code(self, data: bytes) -> dict[str, Any]:
         """``POST /v1/code``: store a zip of a code folder; ``{sha256, size, created_at}``
         (the same archive stored twice is kept once)."""
-        return self._request(
+        return self._json(
             "POST", "/v1/code", content=data, headers={"Content-Type": "application/zip"},
             timeout=httpx.Timeout(30.0, write=600.0), source="--code",
-        ).json()
+        )
 
     def jobs(self, *, limit: int = 50, offset: int = 0,
              state: str | None = None) -> dict[str, Any]:
@@ -62,15 +62,15 @@ class TunerClient:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if state:
             params["state"] = state
-        return self._request("GET", "/v1/jobs", params=params, source="--state").json()
+        return self._json("GET", "/v1/jobs", params=params, source="--state")
 
     def job(self, job_id: int) -> dict[str, Any]:
         """``GET /v1/jobs/{id}``."""
-        return self._request("GET", f"/v1/jobs/{job_id}").json()
+        return self._json("GET", f"/v1/jobs/{job_id}")
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         """``POST /v1/jobs/{id}/cancel``."""
-        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
     def trials(self, job_id: int, *, optimizer: str | None = None, limit: int = 1000,
                offset: int = 0) -> dict[str, Any]:
@@ -78,12 +78,11 @@ class TunerClient:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if optimizer:
             params["optimizer"] = optimizer
-        return self._request("GET", f"/v1/jobs/{job_id}/trials", params=params).json()
+        return self._json("GET", f"/v1/jobs/{job_id}/trials", params=params)
 
     def export(self, job_id: int) -> dict[str, Any]:
         """``GET /v1/jobs/{id}/export?format=json``: the export document."""
-        return self._request("GET", f"/v1/jobs/{job_id}/export",
-                             params={"format": "json"}).json()
+        return self._json("GET", f"/v1/jobs/{job_id}/export", params={"format": "json"})
 
     def report(self, job_id: int) -> str:
         """``GET /v1/jobs/{id}/report``: report.html with its plots inlined."""
@@ -91,13 +90,17 @@ class TunerClient:
 
     def report_facts(self, job_id: int) -> dict[str, Any]:
         """``GET /v1/jobs/{id}/report/facts``: the report's tunability and sensitivity facts."""
-        return self._request("GET", f"/v1/jobs/{job_id}/report/facts").json()
+        return self._json("GET", f"/v1/jobs/{job_id}/report/facts")
 
     def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
-        return self._request("GET", "/healthz").json()
+        return self._json("GET", "/healthz")
 
     # -- transport -------------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The JSON object the endpoint answers (each of them answers one)."""
+        return cast("dict[str, Any]", self._request(method, path, **kwargs).json())
 
     def _request(self, method: str, path: str, *, source: str = "request",
                  **kwargs: Any) -> httpx.Response:

@@ -283,7 +283,7 @@ def resolve_task(
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise TaskError(f"task {name!r}: cannot import module {module_name!r}: {e}") from e
-    factory = getattr(module, attr, None)
+    factory: TaskFactory | TrainingLoop | None = getattr(module, attr, None)
     if not callable(factory):
         raise TaskError(f"task {name!r}: module {module_name!r} has no callable {attr!r}")
     return factory

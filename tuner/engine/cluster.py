@@ -212,6 +212,7 @@ class WorkerPool:
         self.workers += [self._new_worker() for _ in range(count - len(self.workers))]
         self.idle = list(self.workers)
         # Building the task once per worker also loads and caches its data set there.
+        infos: list[WorkerInfo]
         try:
             infos = ray.get([worker.describe.remote() for worker in self.workers])
         except (RayActorError, RayTaskError, RuntimeEnvSetupError) as e:

@@ -22,10 +22,11 @@ the final re-runs with several seeds matter.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 import tuner
@@ -62,7 +63,7 @@ class Policy(nn.Module):
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
         """Observations ``(batch, 4)`` -> action logits ``(batch, 2)``."""
-        return self.net(observation)
+        return cast(torch.Tensor, self.net(observation))
 
 
 def _discounted(rewards: list[float]) -> list[float]:
@@ -84,7 +85,7 @@ class _Acting:
                    for t in (first.weight, first.bias, last.weight, last.bias)]
         self.w1, self.b1, self.w2, self.b2 = weights
 
-    def logits(self, observation: np.ndarray) -> np.ndarray:
+    def logits(self, observation: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         return self.w2 @ np.tanh(self.w1 @ observation + self.b1) + self.b2
 
     def finite(self) -> bool:

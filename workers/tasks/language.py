@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,8 @@ class TinyGPT(nn.Module):
         x = self.embed(tokens) + self.pos_embed[:length]
         mask = self.causal[:length, :length]
         x = self.blocks(x, mask=mask, is_causal=True)
-        return self.norm(x) @ self.embed.weight.T  # the output layer tied to the embedding
+        hidden = cast(torch.Tensor, self.norm(x))
+        return hidden @ self.embed.weight.T  # the output layer tied to the embedding
 
 
 def next_byte_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ def hessian() -> torch.Tensor:
     generator = torch.Generator().manual_seed(_PROBLEM_SEED)
     eigenvalues = torch.cat([torch.rand(90, generator=generator),
                              30.0 + 30.0 * torch.rand(10, generator=generator)])
+    rotation: torch.Tensor  # torch.linalg.qr is typed Any
     rotation, _ = torch.linalg.qr(torch.randn(DIM, DIM, generator=generator))
     return rotation @ torch.diag(eigenvalues) @ rotation.T
 

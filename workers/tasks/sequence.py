@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ class SequenceClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, length, input_size)`` -> logits ``(batch, classes)``."""
         _, h_last = self.gru(x)  # h_last: (layers=1, batch, hidden)
-        return self.head(h_last[-1])
+        return cast(torch.Tensor, self.head(h_last[-1]))
 
 
 def gru(seed: int) -> Task:

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ def _resonator(signal: np.ndarray, frequency: float, bandwidth: float) -> np.nda
     c = -np.exp(-2 * np.pi * bandwidth * t)
     b = 2 * np.exp(-np.pi * bandwidth * t) * np.cos(2 * np.pi * frequency * t)
     a = 1.0 - b - c
-    return lfilter([a], [1.0, -b, -c], signal)
+    return cast(np.ndarray, lfilter([a], [1.0, -b, -c], signal))  # SciPy is untyped
 
 
 def synthesise(vowel: str, speaker: str, rng: np.random.Generator) -> np.ndarray:
@@ -96,7 +97,7 @@ def synthesise(vowel: str, speaker: str, rng: np.random.Generator) -> np.ndarray
     source = lfilter([1.0], [1.0, -0.97], lfilter([1.0], [1.0, -0.97], source))
     source += 0.02 * rng.standard_normal(n)  # aspiration
     # The vocal tract: F1-F3 in cascade, bandwidths growing with frequency; lip radiation.
-    wave = source
+    wave: np.ndarray = source
     for formant in formants:
         wave = _resonator(wave, formant, 50.0 + 0.06 * formant)
     wave = np.diff(wave, prepend=0.0)
@@ -170,7 +171,7 @@ class VowelNet(nn.Module):
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """``(batch, mels, frames)`` -> logits ``(batch, classes)``."""
-        return self.head(self.features(spectrogram))
+        return cast(torch.Tensor, self.head(self.features(spectrogram)))
 
 
 def vowels(seed: int) -> Task:

@@ -19,16 +19,17 @@ from tuner.results import LandscapeInfo, StoredOptimizer, is_finite
 
 if TYPE_CHECKING:
     import numpy as np
+    from numpy.typing import NDArray
 
     from tuner.results import JobResult
 
 
-def _rosenbrock(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _rosenbrock(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
     """``(1 - x)^2 + 100 (y - x^2)^2``."""
     return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
 
 
-def _rastrigin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _rastrigin(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
     """``20 + x^2 - 10 cos(2 pi x) + y^2 - 10 cos(2 pi y)``."""
     import numpy as np
 
