@@ -6,11 +6,14 @@ key, what was found and what is allowed; all problems of one input are collected
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search_spaces._params import apply_override, parse_param
+import yaml
+
+from search_spaces._params import ParamSpec, apply_override, parse_param
 from search_spaces._space import IMPLICIT_PARAMS, NON_KWARGS, SearchSpace
 from tuner.errors import SearchSpaceError
 
@@ -128,69 +131,21 @@ def _apply_overrides(space: SearchSpace, overrides: Any) -> tuple[SearchSpace | 
 
 
 def _read(path: Path) -> tuple[SearchSpace | None, list[str]]:
-    import yaml
-
     where = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, [f"{where}: no such file"]
-    except OSError as e:
-        return None, [f"{where}: cannot read: {e.strerror or e}"]
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        return None, [f"{where}: invalid YAML{at}: {problem}"]
-    if not isinstance(doc, Mapping):
-        return None, [f"{where}: must be a mapping with keys {', '.join(_REQUIRED)}"]
-
-    problems: list[str] = []
-    unknown = sorted(str(k) for k in doc if k not in _TOP_KEYS)
-    if unknown:
-        problems.append(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
-    for key in _REQUIRED:
-        if key not in doc:
-            problems.append(f"{where}: {key}: missing")
-    for key in ("name", "description", "class"):
-        v = doc.get(key)
-        if key in doc and (not isinstance(v, str) or not v.strip() or "\n" in v.strip()):
-            problems.append(f"{where}: {key}: must be a one-line string, but got {v!r}")
-    raw_params = doc.get("params")
-    if "params" in doc and not isinstance(raw_params, Mapping):
-        problems.append(f"{where}: params: must be a mapping of parameter -> distribution")
-        raw_params = None
-    fixed = doc.get("fixed") or {}
-    if not isinstance(fixed, Mapping):
-        problems.append(f"{where}: fixed: must be a mapping of torch.optim keyword -> value")
-        fixed = {}
-
-    kwargs = None
+    doc, problems = _load(path, where)
+    if doc is None:
+        return None, problems
+    problems = _key_problems(where, doc)
+    raw_params, fixed = _sections(where, doc, problems)
     cls = doc.get("class")
+    kwargs = None
     if isinstance(cls, str) and cls.strip():
         kwargs, problem = _torch_kwargs(cls)
         if problem:
             problems.append(f"{where}: class: {problem}")
-
-    params = {}
-    if isinstance(raw_params, Mapping):
-        for required, hint in (
-            ("lr", "every search space tunes the learning rate"),
-            ("batch_size", "for full-batch GD give {type: categorical, choices: [full]}"),
-        ):
-            if required not in raw_params:
-                problems.append(f"{where}: params.{required}: missing; {hint}")
-        for pname, raw in raw_params.items():
-            spec, errs = parse_param(str(pname), raw)
-            problems.extend(f"{where}: params.{pname}: {e}" for e in errs)
-            if spec is not None:
-                params[str(pname)] = spec
-        if ("beta1" in raw_params) != ("beta2" in raw_params):
-            problems.append(
-                f"{where}: params: beta1 and beta2 go together (torch's betas); give both"
-            )
+    params: dict[str, ParamSpec] = {}
+    if raw_params is not None:
+        params = _read_params(where, raw_params, problems)
         if kwargs is not None:
             problems.extend(_check_names(where, str(cls), kwargs, raw_params, fixed))
     if problems:
@@ -206,6 +161,76 @@ def _read(path: Path) -> tuple[SearchSpace | None, list[str]]:
         ),
         [],
     )
+
+
+def _load(path: Path, where: str) -> tuple[Mapping[str, Any] | None, list[str]]:
+    """The file's YAML document, if it can be read and is a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [f"{where}: no such file"]
+    except OSError as e:
+        return None, [f"{where}: cannot read: {e.strerror or e}"]
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        return None, [f"{where}: invalid YAML{at}: {problem}"]
+    if not isinstance(doc, Mapping):
+        return None, [f"{where}: must be a mapping with keys {', '.join(_REQUIRED)}"]
+    return doc, []
+
+
+def _key_problems(where: str, doc: Mapping[str, Any]) -> list[str]:
+    """Unknown and missing top-level keys, and the one-line strings that are not."""
+    problems: list[str] = []
+    unknown = sorted(str(k) for k in doc if k not in _TOP_KEYS)
+    if unknown:
+        problems.append(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
+    problems.extend(f"{where}: {key}: missing" for key in _REQUIRED if key not in doc)
+    for key in ("name", "description", "class"):
+        v = doc.get(key)
+        if key in doc and (not isinstance(v, str) or not v.strip() or "\n" in v.strip()):
+            problems.append(f"{where}: {key}: must be a one-line string, but got {v!r}")
+    return problems
+
+
+def _sections(where: str, doc: Mapping[str, Any],
+              problems: list[str]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
+    """``params`` (None when missing or not a mapping) and ``fixed`` (empty when not given);
+    what is wrong with them goes to ``problems``."""
+    raw_params = doc.get("params")
+    if "params" in doc and not isinstance(raw_params, Mapping):
+        problems.append(f"{where}: params: must be a mapping of parameter -> distribution")
+    fixed = doc.get("fixed") or {}
+    if not isinstance(fixed, Mapping):
+        problems.append(f"{where}: fixed: must be a mapping of torch.optim keyword -> value")
+        fixed = {}
+    return (raw_params if isinstance(raw_params, Mapping) else None), fixed
+
+
+def _read_params(where: str, raw_params: Mapping[str, Any],
+                 problems: list[str]) -> dict[str, ParamSpec]:
+    """The parameters that parse; what is wrong with the others goes to ``problems``."""
+    params = {}
+    for required, hint in (
+        ("lr", "every search space tunes the learning rate"),
+        ("batch_size", "for full-batch GD give {type: categorical, choices: [full]}"),
+    ):
+        if required not in raw_params:
+            problems.append(f"{where}: params.{required}: missing; {hint}")
+    for pname, raw in raw_params.items():
+        spec, errs = parse_param(str(pname), raw)
+        problems.extend(f"{where}: params.{pname}: {e}" for e in errs)
+        if spec is not None:
+            params[str(pname)] = spec
+    if ("beta1" in raw_params) != ("beta2" in raw_params):
+        problems.append(
+            f"{where}: params: beta1 and beta2 go together (torch's betas); give both"
+        )
+    return params
 
 
 def _check_names(
@@ -236,8 +261,6 @@ def _check_names(
 
 def _torch_kwargs(cls: str) -> tuple[set[str] | None, str | None]:
     """The keyword arguments of ``torch.optim.<cls>``, or why it is not an optimizer class."""
-    import inspect
-
     import torch
 
     def is_optimizer(obj: Any) -> bool:

@@ -16,7 +16,7 @@ itself and it is converted here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -149,31 +149,37 @@ def _number_problem(key: str, v: Any, *, integer: bool) -> str | None:
     return f"{key} must be a number, but got {v!r}{hint}"
 
 
+def _is_lr(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
+def _is_fraction(v: Any) -> bool:
+    return _is_number(v) and 0 <= v < 1
+
+
+def _is_batch_size(v: Any) -> bool:
+    return v == FULL or (_is_int(v) and v >= 1)
+
+
+def _is_plain(v: Any) -> bool:
+    return v is None or isinstance(v, bool | int | float | str)
+
+
+# The values a shared parameter takes: (test, what the error says before ", but got <v>").
+_VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_size": (_is_batch_size, f"batch_size must be a positive integer or '{FULL}'"),
+    "lr": (_is_lr, "lr must be > 0"),
+    "lr_decay": (_is_fraction, "lr_decay must lie in [0, 1) (gamma = 1 - lr_decay)"),
+    "schedule": (SCHEDULES.__contains__, f"schedule must be one of {', '.join(SCHEDULES)}"),
+    "warmup": (_is_fraction, "warmup is a fraction of the steps in [0, 1)"),
+}
+_ANY_CHOICE = (_is_plain, "a choice must be a number, string, bool or null")
+
+
 def value_problem(name: str, v: Any) -> str | None:
     """What is wrong with ``v`` as a value of the shared parameter ``name``, or None."""
-    if name == "batch_size":
-        if v == FULL or (_is_int(v) and v >= 1):
-            return None
-        return f"batch_size must be a positive integer or '{FULL}', but got {v!r}"
-    if name == "lr":
-        if _is_number(v) and v > 0:
-            return None
-        return f"lr must be > 0, but got {v!r}"
-    if name == "lr_decay":
-        if _is_number(v) and 0 <= v < 1:
-            return None
-        return f"lr_decay must lie in [0, 1) (gamma = 1 - lr_decay), but got {v!r}"
-    if name == "schedule":
-        if v in SCHEDULES:
-            return None
-        return f"schedule must be one of {', '.join(SCHEDULES)}, but got {v!r}"
-    if name == "warmup":
-        if _is_number(v) and 0 <= v < 1:
-            return None
-        return f"warmup is a fraction of the steps in [0, 1), but got {v!r}"
-    if v is None or isinstance(v, bool | int | float | str):
-        return None
-    return f"a choice must be a number, string, bool or null, but got {v!r}"
+    ok, rule = _VALUE_RULES.get(name, _ANY_CHOICE)
+    return None if ok(v) else f"{rule}, but got {v!r}"
 
 
 def _range_problems(spec: ParamSpec) -> list[str]:
@@ -194,6 +200,16 @@ def _range_problems(spec: ParamSpec) -> list[str]:
 
 def parse_param(name: str, raw: Any) -> tuple[ParamSpec | None, list[str]]:
     """Parse one file entry ``params.<name>``; problems are relative to that key."""
+    kind, problems = _kind_of(name, raw)
+    if kind is None:
+        return None, problems
+    if kind == "categorical":
+        return _parse_choices(name, raw.get("choices"))
+    return _parse_range(name, kind, raw)
+
+
+def _kind_of(name: str, raw: Any) -> tuple[Kind | None, list[str]]:
+    """The ``type`` of a file entry, once its keys fit that type and the parameter ``name``."""
     if not isinstance(raw, Mapping):
         return None, [
             "must be a mapping like {type: float, low: 1.0e-5, high: 1.0e-1, log: true}, "
@@ -207,20 +223,30 @@ def parse_param(name: str, raw: Any) -> tuple[ParamSpec | None, list[str]]:
     unknown = sorted(str(k) for k in raw if k not in _KEYS[kind])
     if unknown:
         return None, [f"unknown key {unknown[0]!r}; allowed: {', '.join(_KEYS[kind])}"]
+    problem = _kind_problem(name, kind)
+    return (None, [problem]) if problem else (kind, [])
+
+
+def _kind_problem(name: str, kind: Kind) -> str | None:
+    """Why the shared parameter ``name`` cannot be of type ``kind``, or None."""
     if name == "batch_size" and kind == "float":
-        return None, ["batch_size must be int or categorical (of integers and 'full')"]
+        return "batch_size must be int or categorical (of integers and 'full')"
     if name == "schedule" and kind != "categorical":
-        return None, [f"schedule must be categorical (of {', '.join(SCHEDULES)})"]
+        return f"schedule must be categorical (of {', '.join(SCHEDULES)})"
+    return None
 
-    if kind == "categorical":
-        choices = raw.get("choices")
-        if not isinstance(choices, list) or not choices:
-            return None, [f"choices must be a non-empty list, but got {choices!r}"]
-        problems = [p for c in choices if (p := value_problem(name, c))]
-        if problems:
-            return None, [f"choices: {problems[0]}"]
-        return ParamSpec(name, "categorical", choices=tuple(choices)), []
 
+def _parse_choices(name: str, choices: Any) -> tuple[ParamSpec | None, list[str]]:
+    if not isinstance(choices, list) or not choices:
+        return None, [f"choices must be a non-empty list, but got {choices!r}"]
+    problems = [p for c in choices if (p := value_problem(name, c))]
+    if problems:
+        return None, [f"choices: {problems[0]}"]
+    return ParamSpec(name, "categorical", choices=tuple(choices)), []
+
+
+def _parse_range(name: str, kind: Kind,
+                 raw: Mapping[str, Any]) -> tuple[ParamSpec | None, list[str]]:
     problems = []
     for key in ("low", "high"):
         if key not in raw:
@@ -260,14 +286,8 @@ def apply_override(
     the user writes the value range (``beta1: {low: 0.8, high: 0.99}``), converted to q here.
     Problems are relative to the override's key; ``source`` names the space file in hints.
     """
-    if not isinstance(raw, Mapping):
-        return None, [
-            "must be a mapping with low/high/log or choices (one choice fixes the value), "
-            f"but got {raw!r}"
-        ]
-    unknown = sorted(str(k) for k in raw if k not in OVERRIDE_KEYS)
-    if unknown:
-        return None, [f"unknown key {unknown[0]!r}; allowed: {', '.join(OVERRIDE_KEYS)}"]
+    if problem := _override_keys_problem(raw):
+        return None, [problem]
     if not raw:
         return spec, []
     ranged = [k for k in ("low", "high", "log") if k in raw]
@@ -281,6 +301,16 @@ def apply_override(
             f"{'/'.join(ranged)}"
         ]
     return _override_range(spec, raw)
+
+
+def _override_keys_problem(raw: Any) -> str | None:
+    if not isinstance(raw, Mapping):
+        return ("must be a mapping with low/high/log or choices (one choice fixes the value), "
+                f"but got {raw!r}")
+    unknown = sorted(str(k) for k in raw if k not in OVERRIDE_KEYS)
+    if unknown:
+        return f"unknown key {unknown[0]!r}; allowed: {', '.join(OVERRIDE_KEYS)}"
+    return None
 
 
 def _override_choices(spec: ParamSpec, choices: Any) -> tuple[ParamSpec | None, list[str]]:
@@ -311,32 +341,37 @@ def _override_range(spec: ParamSpec, raw: Mapping[str, Any]) -> tuple[ParamSpec 
     if problems:
         return None, problems
     if spec.one_minus:
-        if raw.get("log") is False:
-            return None, [
-                f"{spec.name} is sampled as q = 1 - {spec.name} log-uniformly; "
-                "log cannot be turned off (use choices for fixed values)"
-            ]
-        # Work in value space, where the user's numbers live: value = 1 - q.
-        q_low, q_high = spec.bounds
-        v_low = raw.get("low", _round(1.0 - float(q_high)))
-        v_high = raw.get("high", _round(1.0 - float(q_low)))
-        for key, v in (("low", v_low), ("high", v_high)):
-            if key in raw and not 0 <= v < 1:
-                return None, [f"{spec.name} must lie in [0, 1), but got {key}={v!r}"]
-        if v_low > v_high:
-            return None, [f"`low <= high` must hold, but got low={v_low!r}, high={v_high!r}"]
-        new = ParamSpec(
-            spec.name,
-            "float",
-            low=_round(1.0 - float(v_high)),
-            high=_round(1.0 - float(v_low)),
-            log=True,
-            one_minus=True,
-        )
-        return new, []
+        return _override_one_minus(spec, raw)
     low, high = raw.get("low", spec.low), raw.get("high", spec.high)
     if spec.kind == "float":
         low, high = float(low), float(high)
     new = ParamSpec(spec.name, spec.kind, low=low, high=high, log=raw.get("log", spec.log))
     problems = _range_problems(new)
     return (None, problems) if problems else (new, [])
+
+
+def _override_one_minus(spec: ParamSpec,
+                        raw: Mapping[str, Any]) -> tuple[ParamSpec | None, list[str]]:
+    if raw.get("log") is False:
+        return None, [
+            f"{spec.name} is sampled as q = 1 - {spec.name} log-uniformly; "
+            "log cannot be turned off (use choices for fixed values)"
+        ]
+    # Work in value space, where the user's numbers live: value = 1 - q.
+    q_low, q_high = spec.bounds
+    v_low = raw.get("low", _round(1.0 - float(q_high)))
+    v_high = raw.get("high", _round(1.0 - float(q_low)))
+    for key, v in (("low", v_low), ("high", v_high)):
+        if key in raw and not 0 <= v < 1:
+            return None, [f"{spec.name} must lie in [0, 1), but got {key}={v!r}"]
+    if v_low > v_high:
+        return None, [f"`low <= high` must hold, but got low={v_low!r}, high={v_high!r}"]
+    new = ParamSpec(
+        spec.name,
+        "float",
+        low=_round(1.0 - float(v_high)),
+        high=_round(1.0 - float(v_low)),
+        log=True,
+        one_minus=True,
+    )
+    return new, []
