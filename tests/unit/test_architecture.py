@@ -4,7 +4,10 @@
   search_spaces/, counting the imports inside functions (not those under TYPE_CHECKING).
 - The faces (tuner/cli, tuner/api) never import the coordinator or its scheduling modules.
 - The coordinator side never imports the Ray side's trainer; statistics never the scheduler.
-- No class or function is over 300 lines.
+
+The size of functions and classes is ruff's to guard (``make lint``; pyproject.toml
+``[tool.ruff.lint]``): C901 and PLR0911/0912/0913/0915/0917 for functions, PLR0904
+(too many public methods) for classes.
 """
 
 from __future__ import annotations
@@ -137,14 +140,3 @@ def test_the_coordinator_side_never_imports_the_trainer() -> None:
     offenders = sorted(m for m in MODULES if m.startswith("tuner") and "workers.trainer" in
                        GRAPH[m])
     assert offenders == []
-
-
-def test_no_class_or_function_is_over_300_lines() -> None:
-    long = []
-    for module, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                lines = (node.end_lineno or node.lineno) - node.lineno + 1
-                if lines > 300:
-                    long.append(f"{module}.{node.name}: {lines} lines")
-    assert long == []

@@ -37,34 +37,45 @@ def check_archive(data: bytes, *, max_bytes: int) -> str:
         raise CodeError(f"code: not a zip archive ({e})") from None
     with archive:
         infos = archive.infolist()
-        if not infos:
-            raise CodeError("code: the archive is empty")
-        if len(infos) > MAX_ENTRIES:
-            raise CodeError(f"code: the archive has {len(infos)} entries; the limit is "
-                            f"{MAX_ENTRIES}")
-        seen: set[str] = set()
-        for info in infos:
-            problem = _entry_problem(info)
-            if problem is not None:
-                raise CodeError(f"code: entry {info.filename!r}: {problem}")
-            if info.filename in seen:
-                raise CodeError(f"code: entry {info.filename!r} appears twice")
-            seen.add(info.filename)
-        unpacked = sum(info.file_size for info in infos)
-        limit = max_bytes * UNPACKED_FACTOR
-        if unpacked > limit:
-            raise CodeError(f"code: the archive unpacks to {mib(unpacked)}, over the limit "
-                            f"of {mib(limit)} ({UNPACKED_FACTOR} x TUNER_MAX_CODE_MB)",
-                            too_large=True)
-        try:
-            # Reads every entry (at most ``limit`` bytes: zipfile stops at the declared
-            # size) and checks its CRC, so that a broken archive fails here, not on Ray.
-            bad = archive.testzip()
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as e:
-            raise CodeError(f"code: the archive cannot be read: {e}") from None
-        if bad is not None:
-            raise CodeError(f"code: entry {bad!r} is corrupt (its CRC does not match)")
+        _check_entries(infos)
+        _check_contents(archive, infos, max_bytes=max_bytes)
     return sha256_of(data)
+
+
+def _check_entries(infos: list[zipfile.ZipInfo]) -> None:
+    """Some entries, not too many, each with a safe name that appears once."""
+    if not infos:
+        raise CodeError("code: the archive is empty")
+    if len(infos) > MAX_ENTRIES:
+        raise CodeError(f"code: the archive has {len(infos)} entries; the limit is "
+                        f"{MAX_ENTRIES}")
+    seen: set[str] = set()
+    for info in infos:
+        problem = _entry_problem(info)
+        if problem is not None:
+            raise CodeError(f"code: entry {info.filename!r}: {problem}")
+        if info.filename in seen:
+            raise CodeError(f"code: entry {info.filename!r} appears twice")
+        seen.add(info.filename)
+
+
+def _check_contents(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], *,
+                    max_bytes: int) -> None:
+    """The unpacked size under its limit (a zip bomb) and every entry's CRC right."""
+    unpacked = sum(info.file_size for info in infos)
+    limit = max_bytes * UNPACKED_FACTOR
+    if unpacked > limit:
+        raise CodeError(f"code: the archive unpacks to {mib(unpacked)}, over the limit "
+                        f"of {mib(limit)} ({UNPACKED_FACTOR} x TUNER_MAX_CODE_MB)",
+                        too_large=True)
+    try:
+        # Reads every entry (at most ``limit`` bytes: zipfile stops at the declared
+        # size) and checks its CRC, so that a broken archive fails here, not on Ray.
+        bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as e:
+        raise CodeError(f"code: the archive cannot be read: {e}") from None
+    if bad is not None:
+        raise CodeError(f"code: entry {bad!r} is corrupt (its CRC does not match)")
 
 
 def _entry_problem(info: zipfile.ZipInfo) -> str | None:

@@ -42,12 +42,17 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+import search_spaces
 from tuner.engine.cluster import WarmWorkers, WorkerPool, ensure_ray
 from tuner.engine.finals import FinalRuns
 from tuner.engine.ledger import Ledger, Slot
 from tuner.engine.lr_range import narrow_lr_ranges
 from tuner.engine.recovery import recover
 from tuner.engine.ride_out import riding_out
+from tuner.engine.studies import open_storage, open_studies
 from tuner.errors import JobCancelled, JobInterrupted, TaskError
 from tuner.results import JobProgress, SearchResult, TrialOutcome
 
@@ -103,8 +108,6 @@ class Coordinator:
         should_stop: Callable[[], bool] | None = None,
         warm: WarmWorkers | None = None,
     ) -> None:
-        import search_spaces
-
         self.started = time.monotonic()
         #: Seconds since the start at the end of each start-up phase (benchmarks read it).
         self.phases: dict[str, float] = {}
@@ -216,8 +219,6 @@ class Coordinator:
     # -- the event loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
-        import ray
-
         last_emit = time.monotonic()
         while True:
             if self.should_cancel():
@@ -280,14 +281,27 @@ class Coordinator:
         self._pending[ref] = slot
 
     def _on_result(self, slot: Slot, ref: Any) -> None:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        step = self._step_of(slot, ref)
+        if step is None:
+            return
+        slot.apply(step.epochs, ref)  # once, however often its handling is retried
+        trial = slot.trial
+        if trial is not None and self.spec.pruner != "none":
+            _report_to_pruner(trial, step.epochs, self.spec.metric)
+        outcome, reason = _verdict(step, trial, self.spec, self._deadline)
+        if outcome is None:
+            self._submit(slot)
+        else:
+            self._end(slot, outcome, reason=reason)
 
+    def _step_of(self, slot: Slot, ref: Any) -> Any:
+        """The worker's answer, or None when the trial ended without one (its worker died,
+        or the call raised)."""
         try:
-            step = ray.get(ref)  # again, when handling it met a database outage
+            return ray.get(ref)  # again, when handling it met a database outage
         except RayActorError as e:
             self._on_worker_death(slot, e)
-            return
+            return None
         except RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             if isinstance(cause, TaskError):
@@ -295,27 +309,7 @@ class Coordinator:
                 # job's metric): no other trial would fare better. The job fails.
                 raise TaskError(str(cause)) from e
             self._end(slot, TrialOutcome.FAIL, reason=f"{type(cause).__name__}: {cause}")
-            return
-        slot.apply(step.epochs, ref)  # once, however often its handling is retried
-        trial = slot.trial
-        if trial is not None and self.spec.pruner != "none":
-            for report in step.epochs:
-                value = report["metrics"].get(self.spec.metric)
-                if value is not None and math.isfinite(value):
-                    trial.report(value, report["epoch"])
-        if step.error:  # a training loop raised: "Type: message"
-            self._end(slot, TrialOutcome.FAIL, reason=step.error)
-        elif step.diverged:
-            self._end(slot, TrialOutcome.DIVERGED, reason="the loss became NaN or inf")
-        elif step.finished:
-            self._end(slot, TrialOutcome.COMPLETE)
-        elif trial is not None and trial.should_prune():
-            self._end(slot, TrialOutcome.PRUNED)
-        elif trial is not None and time.monotonic() >= self._deadline:
-            reason = f"stopped at the job's timeout_s={self.spec.timeout_s:g}"
-            self._end(slot, TrialOutcome.FAIL, reason=reason)
-        else:
-            self._submit(slot)
+            return None
 
     def _on_worker_death(self, slot: Slot, error: Exception) -> None:
         reason = f"{WORKER_DIED}: {type(error).__name__}"
@@ -353,11 +347,34 @@ class Coordinator:
             logger.warning("progress callback failed: %s", e)
 
 
+def _report_to_pruner(trial: optuna.trial.Trial, epochs: list[dict[str, Any]],
+                      metric: str) -> None:
+    for report in epochs:
+        value = report["metrics"].get(metric)
+        if value is not None and math.isfinite(value):
+            trial.report(value, report["epoch"])
+
+
+def _verdict(step: Any, trial: optuna.trial.Trial | None, spec: JobSpec,
+             deadline: float) -> tuple[TrialOutcome | None, str | None]:
+    """How a worker's step ends its trial (the outcome and why), or ``(None, None)``: the
+    trial goes on."""
+    if step.error:  # a training loop raised: "Type: message"
+        return TrialOutcome.FAIL, step.error
+    if step.diverged:
+        return TrialOutcome.DIVERGED, "the loss became NaN or inf"
+    if step.finished:
+        return TrialOutcome.COMPLETE, None
+    if trial is not None and trial.should_prune():
+        return TrialOutcome.PRUNED, None
+    if trial is not None and time.monotonic() >= deadline:
+        return TrialOutcome.FAIL, f"stopped at the job's timeout_s={spec.timeout_s:g}"
+    return None, None
+
+
 def _open_stores(settings: Settings, job_id: int, spec: JobSpec, tracker: JobTracker,
                  mark: Callable[[str], None]) -> dict[str, optuna.Study]:
     """The studies and the job's MLflow runs (in the start-up helper thread)."""
-    from tuner.engine.studies import open_storage, open_studies
-
     studies = open_studies(open_storage(settings.database_url), job_id, spec)
     mark("studies")
     tracker.start(spec=spec.model_dump(mode="json"), optimizers=spec.optimizers)

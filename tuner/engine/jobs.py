@@ -15,20 +15,26 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sqlalchemy import select
+
+from tuner import store
 from tuner.analysis.export import build_export, render_export
+from tuner.analysis.report import library_versions, write_report
 from tuner.analysis.statistics import rank
 from tuner.config import Settings
+from tuner.engine.cluster import WarmWorkers, ensure_ray
+from tuner.engine.coordinator import Coordinator
 from tuner.engine.ride_out import riding_out
-from tuner.errors import JobCancelled, JobInterrupted
+from tuner.engine.studies import open_storage
+from tuner.errors import JobCancelled, JobInterrupted, TunerError
 from tuner.results import JobOutcome, JobProgress, JobResult, LeaderboardRow, SearchResult
 from tuner.spec import JobSpec
-
-if TYPE_CHECKING:
-    from tuner.engine.cluster import WarmWorkers
+from tuner.tracking import JobTracker
 
 __all__ = [
     "cancel_check", "create_local_job", "export_path", "outcome_of", "report_dir", "run_job",
@@ -46,10 +52,6 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli",
     and Optuna's tables are done in a helper thread, off the way to the first trial.
     """
     if start_ray:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from tuner.engine.cluster import ensure_ray
-
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-create") as helper:
             created = helper.submit(create_local_job, settings, spec, origin=origin)
             try:
@@ -57,9 +59,6 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli",
             except Exception as e:  # noqa: BLE001 - run_job tries again and fails the job
                 logger.debug("Ray did not start yet: %s", e)
             return created.result()
-
-    from tuner import store
-    from tuner.engine.studies import open_storage
 
     settings.ensure_home()
     store.upgrade(settings.database_url)
@@ -78,11 +77,6 @@ def create_local_job(settings: Settings, spec: JobSpec, *, origin: str = "cli",
 def cancel_check(url: str, job_id: int, *, every_s: float = 0.5) -> Callable[[], bool]:
     """``should_cancel`` of a job: its ``cancel_requested`` flag in the jobs table (set by
     ``tuner cancel`` or the API), read at most every ``every_s`` seconds."""
-    from sqlalchemy import select
-
-    from tuner import store
-    from tuner.errors import TunerError
-
     last = {"at": 0.0, "value": False}
 
     def should_cancel() -> bool:
@@ -121,79 +115,17 @@ def run_job(
         should_stop: ``True`` interrupts it: back to ``queued``, to resume later.
         warm: A server's idle workers, reused when they fit the job.
     """
-    from tuner import store
-    from tuner.engine.coordinator import Coordinator
-    from tuner.tracking import JobTracker
-
     url = settings.database_url
-    with store.session_scope(url) as session:
-        job = store.get_job(session, job_id)
-        # A queued job moves to running; one created running by this process, claimed by
-        # the service or taken over by `tuner resume` is running already.
-        if job.state != store.JobState.RUNNING:
-            store.set_state(session, job, store.JobState.RUNNING)
-
-    tracker: JobTracker | None = None
-    coordinator: Coordinator | None = None
-    last_saved = 0.0
-    linked = False
-
-    def progress(snapshot: JobProgress) -> None:
-        nonlocal last_saved, linked
-        if on_progress is not None:
-            on_progress(snapshot)
-        now = time.monotonic()
-        if now - last_saved >= 1.0 or snapshot.phase == "done":
-            last_saved = now
-            with store.session_scope(url) as session:
-                store.update_progress(session, job_id, snapshot.to_dict())
-                if not linked and tracker is not None and tracker.job_run_id:
-                    # A running job already links to its MLflow runs (tuner ui, the API).
-                    store.set_mlflow(session, job_id, experiment_id=tracker.experiment_id,
-                                     run_id=tracker.job_run_id)
-                    linked = True
-
-    def end(state: Any, mlflow_status: str, **why: Any) -> None:
-        """MLflow's job run ends first, then the jobs table says the job ended."""
-        if tracker is not None:
-            if tracker.job_run_id:
-                started = tracker
-                _best_effort(lambda: started.finish_job(status=mlflow_status, metrics={}),
-                             job_id)
-            tracker.close()
-        progress_now = coordinator.progress.to_dict() if coordinator is not None else None
-        _end(url, job_id, state, progress=progress_now, **why)
-
-    try:
-        tracker = JobTracker(settings.tracking_uri, settings.artifact_root, job_id=job_id,
-                             job_name=spec.name, retry_s=settings.mlflow_retry_s)
-        coordinator = Coordinator(settings, job_id, spec, tracker, on_progress=progress,
-                                  should_cancel=should_cancel, should_stop=should_stop,
-                                  warm=warm)
-        search = coordinator.run()
-        # Every trial and final run is in MLflow before the job can succeed.
-        tracker.flush()
-        tracker.check()
-    except JobCancelled as e:
-        end(store.JobState.CANCELLED, "KILLED", message=str(e))
-        raise
-    except KeyboardInterrupt:
-        end(store.JobState.CANCELLED, "KILLED", message="interrupted (Ctrl-C)")
-        raise
-    except JobInterrupted as e:
-        # Back to the queue; its MLflow run is taken up again when the job resumes.
-        end(store.JobState.QUEUED, "KILLED", message=str(e))
-        raise
-    except BaseException as e:
-        end(store.JobState.FAILED, "FAILED", error=f"{type(e).__name__}: {e}")
-        raise
+    _mark_running(url, job_id)
+    run = _JobRun(settings, job_id, spec, on_progress)
+    search, tracker = run.search(should_cancel=should_cancel, should_stop=should_stop, warm=warm)
     try:
         outcome = outcome_of(search)
         _log_optimizers(tracker, outcome)
         result = _record(settings, job_id, spec, outcome)
     except BaseException as e:
-        end(store.JobState.FAILED, "FAILED",
-            error=f"recording the results failed: {type(e).__name__}: {e}")
+        run.end(store.JobState.FAILED, "FAILED",
+                error=f"recording the results failed: {type(e).__name__}: {e}")
         raise
     # The jobs table holds the result; MLflow gets its copy (an MLflow outage now, longer
     # than TUNER_MLFLOW_RETRY_S, never turns a finished job into a failed one: the job's
@@ -206,6 +138,93 @@ def run_job(
         message = f"succeeded, but MLflow's copy of its results is incomplete: {tracker.failure}"
     riding_out(settings, what=f"job {job_id}")(partial(_succeeded, url, job_id, message))
     return outcome
+
+
+def _mark_running(url: str, job_id: int) -> None:
+    """A queued job moves to running; one created running by this process, claimed by the
+    service or taken over by `tuner resume` is running already."""
+    with store.session_scope(url) as session:
+        job = store.get_job(session, job_id)
+        if job.state != store.JobState.RUNNING:
+            store.set_state(session, job, store.JobState.RUNNING)
+
+
+class _JobRun:
+    """One run of a job's search: its MLflow tracker and coordinator, its progress (saved at
+    most once a second) and, when it ends early, its end in MLflow and the jobs table."""
+
+    def __init__(self, settings: Settings, job_id: int, spec: JobSpec,
+                 on_progress: Callable[[JobProgress], None] | None) -> None:
+        self.settings, self.job_id, self.spec = settings, job_id, spec
+        self.on_progress = on_progress
+        self.tracker: JobTracker | None = None
+        self.coordinator: Coordinator | None = None
+        self._last_saved = 0.0
+        self._linked = False
+
+    def search(
+        self,
+        *,
+        should_cancel: Callable[[], bool] | None,
+        should_stop: Callable[[], bool] | None,
+        warm: WarmWorkers | None,
+    ) -> tuple[SearchResult, JobTracker]:
+        """The coordinator's search result, once every trial and final run is in MLflow;
+        a search that ends otherwise ends the job (cancelled, queued again or failed)."""
+        settings, job_id = self.settings, self.job_id
+        try:
+            tracker = self.tracker = JobTracker(
+                settings.tracking_uri, settings.artifact_root, job_id=job_id,
+                job_name=self.spec.name, retry_s=settings.mlflow_retry_s)
+            self.coordinator = Coordinator(settings, job_id, self.spec, tracker,
+                                           on_progress=self.progress,
+                                           should_cancel=should_cancel,
+                                           should_stop=should_stop, warm=warm)
+            search = self.coordinator.run()
+            tracker.flush()
+            tracker.check()
+        except JobCancelled as e:
+            self.end(store.JobState.CANCELLED, "KILLED", message=str(e))
+            raise
+        except KeyboardInterrupt:
+            self.end(store.JobState.CANCELLED, "KILLED", message="interrupted (Ctrl-C)")
+            raise
+        except JobInterrupted as e:
+            # Back to the queue; its MLflow run is taken up again when the job resumes.
+            self.end(store.JobState.QUEUED, "KILLED", message=str(e))
+            raise
+        except BaseException as e:
+            self.end(store.JobState.FAILED, "FAILED", error=f"{type(e).__name__}: {e}")
+            raise
+        return search, tracker
+
+    def progress(self, snapshot: JobProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(snapshot)
+        now = time.monotonic()
+        if now - self._last_saved < 1.0 and snapshot.phase != "done":
+            return
+        self._last_saved = now
+        tracker = self.tracker
+        with store.session_scope(self.settings.database_url) as session:
+            store.update_progress(session, self.job_id, snapshot.to_dict())
+            if not self._linked and tracker is not None and tracker.job_run_id:
+                # A running job already links to its MLflow runs (tuner ui, the API).
+                store.set_mlflow(session, self.job_id, experiment_id=tracker.experiment_id,
+                                 run_id=tracker.job_run_id)
+                self._linked = True
+
+    def end(self, state: Any, mlflow_status: str, **why: Any) -> None:
+        """MLflow's job run ends first, then the jobs table says the job ended."""
+        tracker = self.tracker
+        if tracker is not None:
+            if tracker.job_run_id:
+                _best_effort(lambda: tracker.finish_job(status=mlflow_status, metrics={}),
+                             self.job_id)
+            tracker.close()
+        coordinator = self.coordinator
+        progress_now = coordinator.progress.to_dict() if coordinator is not None else None
+        _end(self.settings.database_url, self.job_id, state, progress=progress_now, **why)
 
 
 def outcome_of(search: SearchResult) -> JobOutcome:
@@ -249,9 +268,6 @@ def _best_effort(call: Callable[[], None], job_id: int) -> None:
 def _record(settings: Settings, job_id: int, spec: JobSpec,
             outcome: JobOutcome) -> dict[str, Any]:
     """Store a finished job's results: the export file, the report, the jobs table."""
-    from tuner import store
-    from tuner.analysis.report import library_versions
-
     # The export file a user can hand to torch.optim, next to the job's MLflow run.
     path = export_path(settings, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,8 +300,6 @@ def _record(settings: Settings, job_id: int, spec: JobSpec,
 
 
 def _succeeded(url: str, job_id: int, message: str | None = None) -> None:
-    from tuner import store
-
     with store.session_scope(url) as session:
         store.set_state(session, store.get_job(session, job_id), store.JobState.SUCCEEDED,
                         message=message)
@@ -318,8 +332,6 @@ def report_dir(settings: Settings, job_id: int) -> Path:
 def _write_report(settings: Settings, job_id: int, spec: JobSpec,
                   result: JobResult) -> list[Path]:
     """The job's report (plots and report.html); a plotting error never fails the job."""
-    from tuner.analysis.report import write_report
-
     try:
         return write_report(job_id, spec.model_dump(mode="json"), result,
                             report_dir(settings, job_id), storage_url=settings.database_url)
@@ -330,8 +342,6 @@ def _write_report(settings: Settings, job_id: int, spec: JobSpec,
 
 def _end(url: str, job_id: int, state: Any, *, error: str | None = None,
          message: str | None = None, progress: dict[str, Any] | None = None) -> None:
-    from tuner import store
-
     with store.session_scope(url) as session:
         if progress is not None:
             store.update_progress(session, job_id, progress)

@@ -22,6 +22,7 @@ the final re-runs with several seeds matter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -107,6 +108,55 @@ def _evaluate(env: Any, acting: _Acting) -> float:
     return float(np.mean(returns))
 
 
+@dataclass
+class _Rollout:
+    """The episodes one update learns from: each step's observation, action and discounted
+    return, and each episode's total reward."""
+
+    observations: list[NDArray[np.floating[Any]]] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+
+
+def _play(env: Any, acting: _Acting, observation: Any, rng: np.random.Generator,
+          rollout: _Rollout) -> Any:
+    """One episode from ``observation``, acted by sampling (no autograd here; one batched
+    forward in :func:`_learn` recomputes the log-probabilities), added to ``rollout``; the
+    next episode's first observation."""
+    rewards: list[float] = []
+    done = False
+    while not done:
+        left, right = acting.logits(observation)
+        p_right = 1.0 / (1.0 + np.exp(left - right))  # softmax of two
+        action = int(rng.random() < p_right)
+        rollout.observations.append(observation)
+        rollout.actions.append(action)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(float(reward))
+        done = terminated or truncated
+    rollout.totals.append(sum(rewards))
+    observation, _ = env.reset()
+    rollout.returns.extend(_discounted(rewards))
+    return observation
+
+
+def _learn(policy: Policy, optimizer: torch.optim.Optimizer, rollout: _Rollout,
+           device: Any) -> float:
+    """The policy-gradient step on the rollout's steps; its loss."""
+    states = torch.as_tensor(np.stack(rollout.observations), device=device)
+    taken = torch.as_tensor(rollout.actions, device=device)
+    log_probs = torch.log_softmax(policy(states), dim=-1)
+    log_pi = log_probs.gather(1, taken.unsqueeze(1)).squeeze(1)
+    g = torch.tensor(rollout.returns, device=device)
+    g = (g - g.mean()) / (g.std() + 1e-8)  # the baseline: normalised returns
+    loss = -(log_pi * g).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
+
+
 @tuner.training_loop
 def reinforce(trial: tuner.Trial) -> None:
     """REINFORCE on CartPole-v1; reports ``val_return``, ``train_return``, ``train_loss``."""
@@ -124,43 +174,17 @@ def reinforce(trial: tuner.Trial) -> None:
         for epoch in range(1, trial.epochs + 1):
             steps, losses, episode_returns = 0, [], []
             while steps < STEPS_PER_EPOCH:
-                # act: collect whole episodes until the update has its steps (no autograd
-                # here; one batched forward below recomputes the log-probabilities)
+                # act: whole episodes until the update has its steps; then learn from them
                 acting = _Acting(policy)
                 if not acting.finite():
                     # The last update blew the weights up: a divergence, not a bug.
                     trial.report(epoch, val_return=0.0, train_loss=float("nan"))
-                observations: list[np.ndarray] = []
-                actions: list[int] = []
-                returns: list[float] = []
-                while len(actions) < steps_per_update:
-                    rewards: list[float] = []
-                    done = False
-                    while not done:
-                        left, right = acting.logits(observation)
-                        p_right = 1.0 / (1.0 + np.exp(left - right))  # softmax of two
-                        action = int(rng.random() < p_right)
-                        observations.append(observation)
-                        actions.append(action)
-                        observation, reward, terminated, truncated, _ = env.step(action)
-                        rewards.append(float(reward))
-                        done = terminated or truncated
-                    episode_returns.append(sum(rewards))
-                    observation, _ = env.reset()
-                    returns.extend(_discounted(rewards))
-                # learn: the policy-gradient step on the collected steps
-                states = torch.as_tensor(np.stack(observations), device=trial.device)
-                taken = torch.as_tensor(actions, device=trial.device)
-                log_probs = torch.log_softmax(policy(states), dim=-1)
-                log_pi = log_probs.gather(1, taken.unsqueeze(1)).squeeze(1)
-                g = torch.tensor(returns, device=trial.device)
-                g = (g - g.mean()) / (g.std() + 1e-8)  # the baseline: normalised returns
-                loss = -(log_pi * g).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                steps += len(actions)
+                rollout = _Rollout()
+                while len(rollout.actions) < steps_per_update:
+                    observation = _play(env, acting, observation, rng, rollout)
+                losses.append(_learn(policy, optimizer, rollout, trial.device))
+                episode_returns.extend(rollout.totals)
+                steps += len(rollout.actions)
             if scheduler is not None:
                 scheduler.step()
             trial.report(

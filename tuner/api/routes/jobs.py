@@ -227,6 +227,7 @@ def cancel_job(_writer: WriterDep, job_id: JobId, session: SessionDep) -> dict[s
 @router.get("/{job_id}/trials", response_model=TrialPage, responses=_NOT_FOUND)
 def list_trials(
     job_id: JobId,
+    *,
     session: SessionDep,
     storage: OptunaStorageDep,
     optimizer: Annotated[str | None, Query(max_length=100,
