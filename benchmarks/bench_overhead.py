@@ -137,11 +137,13 @@ def _trainable(config: dict[str, Any]) -> None:
 
     import torch
     from ray import tune
+    from torch.utils.data import TensorDataset
 
     from workers.tasks.digits import mlp
 
     task = mlp(0)
     model = task.model
+    assert isinstance(task.train, TensorDataset) and isinstance(task.val, TensorDataset)
     X_train, y_train = task.train.tensors
     X_val, y_val = task.val.tensors
     optimizer = torch.optim.Adam(
@@ -235,13 +237,17 @@ def _child_script(args: argparse.Namespace) -> dict[str, Any]:
     completed = 0
     train_s = 0.0
     threads = set()
-    for result in results:
-        if result.error is None and result.metrics.get("training_iteration") == args.epochs:
+    for i in range(len(results)):  # a ResultGrid is indexed (it declares no __iter__)
+        result = results[i]
+        metrics = result.metrics or {}
+        if result.error is None and metrics.get("training_iteration") == args.epochs:
             completed += 1
-        train_s += result.metrics.get("train_seconds", 0.0) if result.metrics else 0.0
-        if result.metrics:
-            threads.add(result.metrics.get("torch_threads"))
-    best = results.get_best_result(metric=METRIC, mode=MODE).metrics[METRIC]
+        train_s += metrics.get("train_seconds", 0.0)
+        if metrics:
+            threads.add(metrics.get("torch_threads"))
+    best_metrics = results.get_best_result(metric=METRIC, mode=MODE).metrics
+    assert best_metrics is not None
+    best = best_metrics[METRIC]
     inner = time.perf_counter() - t0
     t = time.perf_counter()
     ray.shutdown()
@@ -337,13 +343,19 @@ def _run_way(way: str, args: argparse.Namespace) -> dict[str, Any]:
     if code != 0 or not out.exists():
         tail = log.read_text()[-4000:]
         raise SystemExit(f"{way} failed (exit {code}); log {log}:\n{tail}")
-    result = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
     result["wall_seconds"] = wall
     if args.keep:
         result["folder"] = str(folder)
     else:
         shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float:
+    """Of two medians every run has (its wall and inner seconds)."""
+    assert numerator is not None and denominator is not None
+    return numerator / denominator
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
@@ -385,8 +397,8 @@ def main() -> None:
     summary = {way: {key: _median(rs, key) for key in
                      ("wall_seconds", "inner_seconds", "imports_seconds", "trials_completed",
                       "train_seconds")} for way, rs in runs.items()}
-    ratio = summary["script"]["wall_seconds"] / summary["tuner"]["wall_seconds"]
-    inner_ratio = summary["script"]["inner_seconds"] / summary["tuner"]["inner_seconds"]
+    ratio = _ratio(summary["script"]["wall_seconds"], summary["tuner"]["wall_seconds"])
+    inner_ratio = _ratio(summary["script"]["inner_seconds"], summary["tuner"]["inner_seconds"])
 
     print()
     print(f"{args.trials} trials x {args.epochs} epochs, {args.optimizer}, "

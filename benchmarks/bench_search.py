@@ -37,8 +37,10 @@ HERE = Path(__file__).resolve().parent
 STARTUP = 5  # TPE's random start-up trials after trial 0 (tuner.engine.studies)
 WIDE = {"lr": {"low": 1.0e-5, "high": 1.0e+2}, "batch_size": {"choices": [128]},
         "weight_decay": {"choices": [0.0]}, "lr_decay": {"choices": [0.0]}}
-WAYS = {"fail": {"diverged_as": "fail"}, "worst": {"diverged_as": "worst"},
-        "worst+range": {"diverged_as": "worst", "lr_range_test": True}}
+WAYS: dict[str, dict[str, Any]] = {
+    "fail": {"diverged_as": "fail"}, "worst": {"diverged_as": "worst"},
+    "worst+range": {"diverged_as": "worst", "lr_range_test": True},
+}
 
 
 def _child(way: str, seed: int, trials: int, epochs: int) -> dict[str, Any]:

@@ -49,7 +49,9 @@ def run(task: str, *, trials: int, epochs: int) -> dict:
 
         engine = sa.create_engine(f"sqlite:///{folder}/home/tuner.db")
         with engine.connect() as conn:
-            result = json.loads(conn.execute(sa.text("SELECT result FROM tuner_jobs")).scalar())
+            stored = conn.execute(sa.text("SELECT result FROM tuner_jobs")).scalar()
+        assert stored is not None, f"{task}: no result stored"
+        result = json.loads(stored)
         engine.dispose()
         adam = (result.get("optimizers") or {}).get("adam")
         train = None

@@ -23,7 +23,8 @@ JOB = {"name": "api-test", "task": "digits-logreg", "optimizers": ["sgd", "adam"
 def submit(client: TestClient, document: dict[str, Any] | None = None) -> dict[str, Any]:
     response = client.post("/v1/jobs", json=document or JOB, headers=AUTH)
     assert response.status_code == 201, response.text
-    return response.json()
+    job: dict[str, Any] = response.json()
+    return job
 
 
 def messages(response: Any) -> list[str]:

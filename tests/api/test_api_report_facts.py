@@ -14,8 +14,10 @@ from tuner.results import JobResult
 from tuner.spec import parse_job
 from tuner.views import ReportFacts, report_facts
 
-JOB = {"name": "facts", "task": "digits-logreg", "optimizers": ["sgd", "adam"], "trials": 4,
-       "epochs": 2, "metric": "val_accuracy", "mode": "max", "final_seeds": 3, "target": 0.95}
+JOB: dict[str, Any] = {
+    "name": "facts", "task": "digits-logreg", "optimizers": ["sgd", "adam"], "trials": 4,
+    "epochs": 2, "metric": "val_accuracy", "mode": "max", "final_seeds": 3, "target": 0.95,
+}
 
 
 @pytest.fixture

@@ -44,9 +44,10 @@ __all__ = ["GATED_JOB", "JOB", "TOKEN", "TUNER", "Gate", "Server", "check_nothin
 TUNER = str(Path(sys.executable).with_name("tuner"))
 TOKEN = "restart-token"
 #: A job long enough to be interrupted in the middle (two optimizers, trials in parallel).
-JOB = {"name": "restart-me", "task": "digits-cnn", "optimizers": ["adam", "momentum"],
-       "trials": 3, "epochs": 20, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
-       "seed": 0}
+JOB: dict[str, Any] = {
+    "name": "restart-me", "task": "digits-cnn", "optimizers": ["adam", "momentum"], "trials": 3,
+    "epochs": 20, "final_seeds": 1, "max_concurrent": 2, "pruner": "none", "seed": 0,
+}
 #: :data:`JOB` on a training loop that a test holds in the middle (:class:`Gate`).
 GATED_JOB = JOB | {"task": "gated_loop:train"}
 
@@ -166,7 +167,8 @@ class Server:
         return int(response.json()["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return self.http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+        job: dict[str, Any] = self.http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+        return job
 
     def wait_for(self, job_id: int, predicate: Callable[[dict[str, Any]], bool], *,
                  timeout: float) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,9 +30,11 @@ pytestmark = pytest.mark.integration
 
 TUNER = str(Path(sys.executable).with_name("tuner"))
 API_TOKEN = "cluster-token"
-JOB = {"name": "two-nodes", "task": "digits-logreg", "optimizers": ["sgd", "adam"],
-       "trials": 6, "epochs": 3, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
-       "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0}, "seed": 0}
+JOB: dict[str, Any] = {
+    "name": "two-nodes", "task": "digits-logreg", "optimizers": ["sgd", "adam"], "trials": 6,
+    "epochs": 3, "final_seeds": 1, "max_concurrent": 2, "pruner": "none",
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0}, "seed": 0,
+}
 
 
 @pytest.fixture

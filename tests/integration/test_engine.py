@@ -68,6 +68,12 @@ def tuner_state(trial: optuna.trial.FrozenTrial) -> str:
     return str(trial.user_attrs.get("tuner_state", trial.state.name))
 
 
+def trial_value(trial: optuna.trial.FrozenTrial) -> float:
+    """A complete trial's value."""
+    assert trial.value is not None, trial.number
+    return trial.value
+
+
 def job_row(settings: Settings, job_id: int) -> Any:
     with store.session_scope(settings.database_url) as session:
         job = store.get_job(session, job_id)
@@ -170,7 +176,7 @@ def check_invariants(settings: Settings, job_id: int, spec: Any,
         name = tags["tuner.optimizer"]
         best = min if spec.mode == "min" else max
         complete = [t for t in trials[name] if t.state == optuna.trial.TrialState.COMPLETE]
-        assert tags["tuner.trial"] == str(best(complete, key=lambda t: t.value).number)
+        assert tags["tuner.trial"] == str(best(complete, key=trial_value).number)
         assert tags["mlflow.parentRunId"] == optimizer_runs[name].info.run_id
         assert tags["tuner.state"] in ("COMPLETE", "DIVERGED", "FAIL")
 
@@ -272,9 +278,9 @@ def test_the_same_job_with_the_same_seed_gives_the_same_trials() -> None:
         settings, job_id, spec, outcome = submit(document)
         check_invariants(settings, job_id, spec, outcome)
         runs.append((
-            {name: [(t.number, t.params, t.value, t.state.name) for t in found]
-             for name, found in studies(settings, job_id, spec).items()
-             for found in [found.get_trials(deepcopy=False)]},
+            {name: [(t.number, t.params, t.value, t.state.name)
+                    for t in study.get_trials(deepcopy=False)]
+             for name, study in studies(settings, job_id, spec).items()},
             [(row["optimizer"], row["best"], row["finals"]) for row in outcome.leaderboard],
             outcome.export["optimizers"],
         ))
@@ -324,6 +330,7 @@ def test_the_engine_on_postgresql(pg_url: str, monkeypatch: pytest.MonkeyPatch) 
     with store.session_scope(pg_url) as session:
         job = store.get_job(session, job_id)
         assert job.state == "succeeded"
+        assert job.result is not None
         assert job.result["export"]["job"] == job_id
     # Nothing went to the embedded SQLite jobs database.
     assert not (settings.home / "tuner.db").exists()

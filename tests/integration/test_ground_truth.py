@@ -19,7 +19,7 @@ from tuner.spec import parse_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 
-LOGREG = {
+LOGREG: dict[str, Any] = {
     "name": "ground-truth-logreg", "task": "digits-logreg", "optimizers": ["adam", "momentum"],
     "trials": 12, "epochs": 30, "metric": "val_accuracy", "mode": "max", "pruner": "median",
     "final_seeds": 3, "max_concurrent": 2, "seed": 0,
@@ -29,7 +29,7 @@ LOGREG = {
 # size only sets the steps per epoch), 30 epochs are 1,920 steps. Adam's betas and eps stay
 # at their defaults and the rate is constant: Adam from (-1.2, 1) with lr 0.02-0.3 reaches
 # (1, 1) within ~2,000 steps; heavy-ball momentum 0.9 with lr ~1e-3 within ~2,500.
-ROSENBROCK = {
+ROSENBROCK: dict[str, Any] = {
     "name": "ground-truth-rosenbrock", "task": "rosenbrock", "optimizers": ["adam", "momentum"],
     "trials": 6, "epochs": 30, "metric": "val_distance", "mode": "min", "pruner": "none",
     "final_seeds": 2, "max_concurrent": 1, "seed": 0,

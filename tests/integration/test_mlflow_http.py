@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -25,9 +26,10 @@ from tuner.tracking import LEADERBOARD_VIEW, JobTracker, experiment_link
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session", "tuner_home")]
 
-JOB = {"name": "over-http", "task": "digits-logreg", "optimizers": ["sgd", "adam"],
-       "trials": 3, "epochs": 3, "final_seeds": 2, "max_concurrent": 2,
-       "metric": "val_accuracy", "mode": "max"}
+JOB: dict[str, Any] = {
+    "name": "over-http", "task": "digits-logreg", "optimizers": ["sgd", "adam"], "trials": 3,
+    "epochs": 3, "final_seeds": 2, "max_concurrent": 2, "metric": "val_accuracy", "mode": "max",
+}
 
 
 @contextmanager
@@ -233,8 +235,9 @@ def test_a_job_with_a_thousand_runs_opens_on_its_leaderboard_too(
                             name=f"{optimizer} #{number}", params={"lr": 0.01}, tags={})
         tracker.run_finished(key, state="COMPLETE",
                              epochs=[{"epoch": 1, "metrics": {"val_loss": 1.0 + number}}])
-    board = [{"rank": rank, "optimizer": name, "mean": 0.5 + rank / 100 + 1 / 3,
-              "std": 0.01, "best": 0.5} for rank, name in enumerate(reversed(OPTIMIZERS), 1)]
+    board: list[dict[str, Any]] = [
+        {"rank": rank, "optimizer": name, "mean": 0.5 + rank / 100 + 1 / 3, "std": 0.01,
+         "best": 0.5} for rank, name in enumerate(reversed(OPTIMIZERS), 1)]
     for row in board:
         tracker.log_optimizer(row["optimizer"], metrics={
             "rank": row["rank"], "final_mean_val_loss": row["mean"],

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 #: Trials past the first of each study wait at the gate (:class:`Gate`) until the test opens
 #: it: the job is in the middle when the test kills it.
-JOB = {
+JOB: dict[str, Any] = {
     "name": "resume-me",
     "task": "gated_loop:train",
     "optimizers": ["adam", "momentum"],
@@ -98,6 +99,7 @@ def test_sigkill_mid_job_then_resume_keeps_the_budget(tmp_path: Path) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("job-1-resume-me")
+    assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert [r for r in runs if r.info.status == "RUNNING"] == []
     trial_runs = {
@@ -161,5 +163,6 @@ def test_tuner_cancel_stops_a_local_run_from_another_terminal(tmp_path: Path) ->
         assert store.get_job(session, 1).state == "cancelled"
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("job-1-cancel-me")
+    assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert runs and [r for r in runs if r.info.status == "RUNNING"] == []

@@ -96,6 +96,7 @@ def test_time_to_target_is_recorded_per_trial_and_per_final_run() -> None:
     records = outcome.results["adam"].trials
     assert all(r.target_epoch is not None and 1 <= r.target_epoch <= 6 for r in records)
     for r in records:  # the first epoch whose val_accuracy reaches 0.5
+        assert r.target_epoch is not None and r.target_seconds is not None
         assert r.curve[r.target_epoch - 1] >= 0.5
         assert all(v < 0.5 for v in r.curve[: r.target_epoch - 1])
         assert 0 < r.target_seconds <= r.seconds
@@ -118,7 +119,9 @@ def test_the_problem_instance_is_stored_with_the_result() -> None:
         job_id = create_local_job(settings, spec)
         outcome = run_job(settings, job_id, spec)
         with store.session_scope(settings.database_url) as session:
-            problem = store.get_job(session, job_id).result["problem"]
+            result = store.get_job(session, job_id).result
+        assert result is not None
+        problem = result["problem"]
         assert problem == outcome.problem
         assert problem["task"] == task and len(problem["data_sha256"]) == 64
         digests[task] = problem["data_sha256"]

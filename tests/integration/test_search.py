@@ -44,6 +44,12 @@ def study(job_id: int, name: str) -> optuna.Study:
                              storage=get_settings().database_url)
 
 
+def value(trial: optuna.trial.FrozenTrial) -> float:
+    """A finished trial's value."""
+    assert trial.value is not None, trial.number
+    return trial.value
+
+
 def quadratic_job(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "task": "quadratic-deep", "optimizers": ["minibatch"],
             "trials": 16, "epochs": 2, "metric": "val_loss", "mode": "min", "sampler": "tpe",
@@ -52,11 +58,11 @@ def quadratic_job(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_the_sampler_learns_where_the_rate_diverges() -> None:
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for told in ("fail", "worst"):
         job_id, _, outcome = run(quadratic_job(f"diverge-{told}", diverged_as=told))
-        trials = sorted(outcome.results["minibatch"].trials, key=lambda t: t.number)
-        after = [t for t in trials if t.number > STARTUP]
+        records = sorted(outcome.results["minibatch"].trials, key=lambda t: t.number)
+        after = [t for t in records if t.number > STARTUP]
         found[told] = {
             "diverged_after_startup": sum(t.state == "DIVERGED" for t in after),
             "best": outcome.results["minibatch"].best_value,
@@ -75,10 +81,10 @@ def test_the_sampler_learns_where_the_rate_diverges() -> None:
     for t in diverged:
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert t.value == t.user_attrs["penalty"]
-            earlier = [u.value for u in complete if u.number < t.number]
-            assert t.value >= max(earlier, default=t.value)
+            earlier = [value(u) for u in complete if u.number < t.number]
+            assert value(t) >= max(earlier, default=value(t))
     # ... that is never the best, and stays DIVERGED in MLflow and in the counts.
-    best = min(complete, key=lambda t: t.value)
+    best = min(complete, key=value)
     outcome_best = outcome.results["minibatch"]
     assert outcome_best.best_trial == best.number
     client = MlflowClient(tracking_uri=get_settings().tracking_uri)
@@ -126,6 +132,7 @@ def test_the_lr_range_test_narrows_lr_to_just_above_the_stability_edge(tmp_path:
 
     with store.session_scope(settings.database_url) as session:
         result = store.get_job(session, job_id).result
+    assert result is not None
     assert result["lr_range"]["minibatch"]["searched_high"] == found["searched_high"]
     report = Path(result["report_path"])
     assert (report.parent / "lr_range.png").stat().st_size > 10_000

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import pytest
@@ -40,8 +40,14 @@ pytestmark = pytest.mark.integration
 RESTARTED, INTERRUPTED = "coordinator restarted", "interrupted"
 
 
+class RestartEnv(Protocol):
+    """:func:`restart_env`'s maker of a server's environment."""
+
+    def __call__(self, db_url: str | None, *, own_ray: bool = False) -> dict[str, str]: ...
+
+
 @pytest.fixture
-def restart_env(tmp_path: Path, ray_cluster: RayCluster) -> Callable[..., dict[str, str]]:
+def restart_env(tmp_path: Path, ray_cluster: RayCluster) -> RestartEnv:
     """The environment of a server on a fresh TUNER_HOME, with ``TUNER_DB_URL`` when given;
     on the test run's Ray cluster, or with ``own_ray`` a local Ray of its own."""
     home = tmp_path / "home"
@@ -86,7 +92,7 @@ def sigkill_and_restart(env: dict[str, str], db_url: str, servers: list[Server],
 
 
 def test_sigkill_the_server_mid_job_and_start_it_again(
-    db_url: str, restart_env: Callable[[str | None], dict[str, str]], servers: list[Server],
+    db_url: str, restart_env: RestartEnv, servers: list[Server],
     tmp_path: Path,
 ) -> None:
     env = restart_env(None if db_url.startswith("sqlite") else db_url)
@@ -102,7 +108,7 @@ def test_sigkill_the_server_mid_job_and_start_it_again(
 
 
 def test_sigkill_while_a_trial_is_being_asked(
-    restart_env: Callable[[str | None], dict[str, str]], servers: list[Server],
+    restart_env: RestartEnv, servers: list[Server],
     tmp_path: Path,
 ) -> None:
     """A SIGKILL can land inside ``study.ask``, which writes a trial's parameters one by one:
@@ -124,7 +130,7 @@ def test_sigkill_while_a_trial_is_being_asked(
 
 
 def test_sigterm_the_server_mid_job_and_start_it_again(
-    restart_env: Callable[[str | None], dict[str, str]], servers: list[Server],
+    restart_env: RestartEnv, servers: list[Server],
     tmp_path: Path,
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'home' / 'tuner.db'}"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import optuna
@@ -197,7 +197,7 @@ def test_lifecycle_queued_running_succeeded(db_url: str) -> None:
     with store.session_scope(db_url) as session:
         job = store.create_job(session, name="digits", task="digits-mlp", spec=SPEC, origin="api")
     assert job.state == store.JobState.QUEUED
-    assert job.created_at.tzinfo is not None and job.created_at.utcoffset().total_seconds() == 0
+    assert job.created_at.tzinfo is not None and job.created_at.utcoffset() == timedelta(0)
     assert (job.started_at, job.finished_at, job.attempts, job.cancel_requested) == (
         None, None, 0, False
     )
@@ -221,6 +221,7 @@ def test_lifecycle_queued_running_succeeded(db_url: str) -> None:
         job = store.get_job(session, job.id)
         events = store.job_events(session, job.id)
     assert job.state == "succeeded"
+    assert job.started_at is not None
     assert job.finished_at is not None and job.finished_at >= job.started_at
     assert job.finished_at.tzinfo == UTC and job.heartbeat_at is not None
     assert job.spec == SPEC and job.progress == progress and job.result == result
@@ -312,7 +313,8 @@ def test_list_is_newest_first_with_pages_counts_and_state_filter(db_url: str) ->
         assert store.count_jobs(session) == 7
         assert store.count_jobs(session, state="queued") == 5
         assert store.count_jobs(session, state="succeeded") == 0
-        assert store.latest_job(session).id == ids[-1]
+        latest = store.latest_job(session)
+        assert latest is not None and latest.id == ids[-1]
         with pytest.raises(ValueError, match="^unknown job state 'done'; allowed: queued, "):
             store.count_jobs(session, state="done")
 

@@ -18,8 +18,10 @@ from mlflow.entities import Metric
 from tuner.tracking import JobTracker
 
 SPEC = {"name": "adopt", "task": "digits_mlp"}
-EPOCHS = [{"epoch": epoch, "metrics": {"val_accuracy": 0.5 + epoch / 100, "val_loss": 1 / epoch}}
-          for epoch in range(1, 6)]
+EPOCHS: list[dict[str, Any]] = [
+    {"epoch": epoch, "metrics": {"val_accuracy": 0.5 + epoch / 100, "val_loss": 1 / epoch}}
+    for epoch in range(1, 6)
+]
 
 
 def tracker_of(uri: str, tmp_path: Path) -> JobTracker:

@@ -12,7 +12,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,16 +36,18 @@ VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
 
 
 @pytest.fixture(scope="module")
-def services(compose) -> dict:
-    return compose["services"]
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
 
 
-def _env(service: dict) -> dict[str, str]:
+def _env(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
@@ -64,7 +68,7 @@ def _source_text() -> str:
     return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 
-def _all_strings(node):
+def _all_strings(node: object) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _all_strings(key)
@@ -76,12 +80,12 @@ def _all_strings(node):
         yield node
 
 
-def test_the_five_services_exist(services):
+def test_the_five_services_exist(services: dict[str, Any]) -> None:
     assert SERVICES <= set(services), sorted(SERVICES - set(services))
 
 
-def test_published_ports(services):
-    def published(name):
+def test_published_ports(services: dict[str, Any]) -> None:
+    def published(name: str) -> set[str]:
         """Host port (its default when it is a ${VAR:-default}) of each published port."""
         ports = set()
         for p in services[name].get("ports", []):
@@ -90,7 +94,7 @@ def test_published_ports(services):
             ports.add(host.rsplit(":", 1)[-1])
         return ports
 
-    def container(name):
+    def container(name: str) -> set[str]:
         return {str(p).rsplit(":", 1)[-1] for p in services[name].get("ports", [])}
 
     assert "8000" in published("tuner") and container("tuner") == {"8000"}
@@ -100,8 +104,8 @@ def test_published_ports(services):
     assert not services["ray-worker"].get("ports")
 
 
-def test_dependencies_wait_for_health(services):
-    def deps(name):
+def test_dependencies_wait_for_health(services: dict[str, Any]) -> None:
+    def deps(name: str) -> dict[str, str]:
         return {k: v["condition"] for k, v in services[name]["depends_on"].items()}
 
     assert deps("mlflow") == {"postgres": "service_healthy"}
@@ -113,7 +117,7 @@ def test_dependencies_wait_for_health(services):
     }
 
 
-def test_every_service_has_a_healthcheck(services):
+def test_every_service_has_a_healthcheck(services: dict[str, Any]) -> None:
     for name in SERVICES:
         test = services[name].get("healthcheck", {}).get("test")
         assert test, f"{name} has no healthcheck"
@@ -124,7 +128,7 @@ def test_every_service_has_a_healthcheck(services):
     assert "localhost:8000/healthz" in joined["tuner"]
 
 
-def test_volumes_are_declared_and_used(compose, services):
+def test_volumes_are_declared_and_used(compose: dict[str, Any], services: dict[str, Any]) -> None:
     declared = set(compose.get("volumes") or {})
     assert {"pgdata", "mlartifacts"} <= declared
     used = set()
@@ -139,7 +143,7 @@ def test_volumes_are_declared_and_used(compose, services):
     assert any(v.startswith("mlartifacts:/mlartifacts") for v in services["mlflow"]["volumes"])
 
 
-def test_ray_worker_reserves_nvidia_gpus(services):
+def test_ray_worker_reserves_nvidia_gpus(services: dict[str, Any]) -> None:
     devices = services["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(
         d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and "count" in d
@@ -150,7 +154,7 @@ def test_ray_worker_reserves_nvidia_gpus(services):
     assert "container_name" not in services["ray-worker"]  # scalable
 
 
-def test_ray_commands(services):
+def test_ray_commands(services: dict[str, Any]) -> None:
     head = " ".join(services["ray-head"]["command"])
     worker = " ".join(services["ray-worker"]["command"])
     assert "ray start --head" in head and "--port=6379" in head and "--block" in head
@@ -158,7 +162,7 @@ def test_ray_commands(services):
     assert "ray start --address=ray-head:6379" in worker and "--block" in worker
 
 
-def test_mlflow_server_on_postgres_with_served_artifacts(services):
+def test_mlflow_server_on_postgres_with_served_artifacts(services: dict[str, Any]) -> None:
     command = [str(c) for c in services["mlflow"]["command"]]
     assert command[:2] == ["mlflow", "server"]
     uri = command[command.index("--backend-store-uri") + 1]
@@ -167,20 +171,21 @@ def test_mlflow_server_on_postgres_with_served_artifacts(services):
     assert "--serve-artifacts" in command
 
 
-def test_no_literal_secrets(compose):
+def test_no_literal_secrets(compose: dict[str, Any]) -> None:
     for service_name, service in compose["services"].items():
         for key, value in _env(service).items():
             if any(word in key for word in SECRET_WORDS) and key != "RAY_AUTH_MODE":
-                assert VAR_RE.fullmatch(value), f"{service_name}.{key} is not a ${{...}} reference"
+                reference = VAR_RE.fullmatch(value)
+                assert reference, f"{service_name}.{key} is not a ${{...}} reference"
                 # Secrets are required: `${VAR:?message}`, never a default value.
-                assert VAR_RE.fullmatch(value).group(2) == ":?", f"{service_name}.{key}"
+                assert reference.group(2) == ":?", f"{service_name}.{key}"
     # Passwords inside URLs are references too.
     for text in _all_strings(compose):
         for match in re.finditer(r"://[^:/@\s]+:([^@\s]+)@", text):
             assert VAR_RE.fullmatch(match.group(1)), f"literal password in {text!r}"
 
 
-def test_every_variable_is_documented_in_env_example(compose):
+def test_every_variable_is_documented_in_env_example(compose: dict[str, Any]) -> None:
     used = {m.group(1) for text in _all_strings(compose) for m in VAR_RE.finditer(text)}
     documented = _documented_vars()
     assert used, "the compose file reads nothing from .env?"
@@ -189,14 +194,14 @@ def test_every_variable_is_documented_in_env_example(compose):
     assert documented <= used, f"unused in docker-compose.yml: {sorted(documented - used)}"
 
 
-def test_env_example_comments_every_variable():
+def test_env_example_comments_every_variable() -> None:
     lines = ENV_EXAMPLE.read_text().splitlines()
     for i, line in enumerate(lines):
         if line and not line.startswith("#") and "=" in line:
             assert i > 0 and lines[i - 1].startswith("#"), f"no comment above {line!r}"
 
 
-def test_tuner_environment_is_what_the_code_reads(services):
+def test_tuner_environment_is_what_the_code_reads(services: dict[str, Any]) -> None:
     env = _env(services["tuner"])
     assert set(env) - RAY_AUTH_VARS == TUNER_VARS
     assert RAY_AUTH_VARS <= set(env)
@@ -208,7 +213,7 @@ def test_tuner_environment_is_what_the_code_reads(services):
         assert f'"{name}"' in config
 
 
-def test_tuner_service_urls(services):
+def test_tuner_service_urls(services: dict[str, Any]) -> None:
     env = _env(services["tuner"])
     # psycopg 3: the PostgreSQL driver the package depends on.
     assert env["TUNER_DB_URL"].startswith("postgresql+psycopg://tuner:")
@@ -226,7 +231,7 @@ def test_tuner_service_urls(services):
     assert "tuner serve" in command and "--host 0.0.0.0" in command and "--port 8000" in command
 
 
-def test_dockerfile(services):
+def test_dockerfile(services: dict[str, Any]) -> None:
     text = DOCKERFILE.read_text()
     # The base image is a build argument; users get python:3.11-slim (deploy/smoke.sh builds
     # on a Debian bookworm image with Debian's Python 3.11 where no registry is reachable).
@@ -247,7 +252,7 @@ def test_dockerfile(services):
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
-def test_postgres_init_script_creates_both_databases(services):
+def test_postgres_init_script_creates_both_databases(services: dict[str, Any]) -> None:
     mounts = services["postgres"]["volumes"]
     init = [m for m in mounts if m.endswith("/docker-entrypoint-initdb.d:ro")]
     assert init, "no init script mounted"
@@ -261,7 +266,7 @@ def test_postgres_init_script_creates_both_databases(services):
         assert var in env, f"the init script reads {var}, which postgres does not get"
 
 
-def test_entrypoint_script_is_executable():
+def test_entrypoint_script_is_executable() -> None:
     script = DEPLOY / "tuner-entrypoint.sh"
     assert script.stat().st_mode & 0o111
     assert 'ray start --address="$RAY_ADDRESS" --num-cpus=0 --num-gpus=0' in script.read_text()
@@ -280,7 +285,7 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config_validates(tmp_path):
+def test_docker_compose_config_validates(tmp_path: Path) -> None:
     command = _compose_cli()
     if command is None:
         pytest.skip("no docker compose CLI")
@@ -303,7 +308,7 @@ CPU = ROOT / "docker-compose.cpu.yml"
 SMOKE = DEPLOY / "test" / "compose.smoke.yml"
 
 
-def test_cpu_variant_drops_the_gpu_reservation_only(services):
+def test_cpu_variant_drops_the_gpu_reservation_only(services: dict[str, Any]) -> None:
     cpu = yaml.load(CPU.read_text(), Loader=_ComposeLoader)["services"]
     assert set(cpu) <= SERVICES
     assert cpu["ray-worker"]["deploy"] == "!reset"
@@ -320,14 +325,14 @@ def test_cpu_variant_drops_the_gpu_reservation_only(services):
         assert not {"ports", "volumes", "environment", "depends_on"} & set(service)
 
 
-def test_smoke_override_swaps_only_the_postgres_image():
+def test_smoke_override_swaps_only_the_postgres_image() -> None:
     smoke = yaml.safe_load(SMOKE.read_text())["services"]
     assert set(smoke) == {"postgres"}
     assert set(smoke["postgres"]) == {"image", "pull_policy"}
     assert smoke["postgres"]["image"].startswith("localhost/")
 
 
-def test_compose_test_runs_the_smoke_script_and_always_tears_down():
+def test_compose_test_runs_the_smoke_script_and_always_tears_down() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^compose-test: setup\n\t.*deploy/smoke\.sh$", makefile, re.M)
     script = (DEPLOY / "smoke.sh")
@@ -340,7 +345,7 @@ def test_compose_test_runs_the_smoke_script_and_always_tears_down():
         assert part in text, part
 
 
-def test_podman_compose_merges_the_cpu_variant(tmp_path, services):
+def test_podman_compose_merges_the_cpu_variant(tmp_path: Path, services: dict[str, Any]) -> None:
     """podman-compose (the dev extra; it needs the podman binary) merges the two files as
     deploy/smoke.sh and deploy/README.md use them: `!reset` removes the GPU reservation."""
     compose_cli = Path(sys.executable).with_name("podman-compose")

@@ -209,7 +209,8 @@ def test_load_optimizer_from_a_single_entry() -> None:
 
 def test_load_optimizer_accepts_parameter_groups() -> None:
     module = model()
-    groups = [{"params": [module.weight]}, {"params": [module.bias], "lr": 0.5}]
+    groups: list[dict[str, Any]] = [{"params": [module.weight]},
+                                    {"params": [module.bias], "lr": 0.5}]
 
     optimizer, _ = load_optimizer(document(), groups, optimizer="minibatch")
 

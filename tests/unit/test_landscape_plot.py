@@ -23,6 +23,8 @@ def test_the_figure_starts_and_ends_where_the_tasks_do() -> None:
                                                     landscapes.RASTRIGIN_START)
     # Every seed starts within the task's perturbation of the start drawn.
     for seed in (0, 42, 43):
-        sx, sy = landscapes.rosenbrock(seed).model.position
+        model = landscapes.rosenbrock(seed).model
+        assert isinstance(model, landscapes.Landscape)
+        sx, sy = model.position
         assert abs(sx - rosenbrock.start[0]) <= landscapes.PERTURBATION + 1e-6
         assert abs(sy - rosenbrock.start[1]) <= landscapes.PERTURBATION + 1e-6

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import tuner
+from tests.datasets import tensor_dataset
 from tuner.task import available_tasks, is_training_loop, resolve_task
 from workers.tasks import cartpole, language, speech
 from workers.trainer import TrialRun, seed_everything
@@ -123,7 +124,7 @@ def test_the_text_is_pythons_own_documentation_and_its_hash_is_recorded() -> Non
     assert len(topics) > 50 and len(text) > 400_000
     assert digest == hashlib.sha256(text).hexdigest()
     task = language.transformer(0)
-    X_val, y_val = task.val.tensors
+    X_val, y_val = tensor_dataset(task.val).tensors
     assert X_val.shape == (language.N_VAL, language.CONTEXT)
     assert torch.equal(X_val[:, 1:], y_val[:, :-1])  # targets: the next byte
     assert int(X_val.max()) < 256
@@ -131,7 +132,7 @@ def test_the_text_is_pythons_own_documentation_and_its_hash_is_recorded() -> Non
 
 def test_the_language_model_is_causal() -> None:
     task = language.transformer(0)
-    tokens = task.val.tensors[0][:2]
+    tokens = tensor_dataset(task.val).tensors[0][:2]
     changed = tokens.clone()
     changed[:, 40:] = (changed[:, 40:] + 1) % 256
 
@@ -181,8 +182,8 @@ def test_a_synthesised_vowel_has_its_first_formant_where_peterson_and_barney_put
 
 def test_the_vowels_are_balanced_log_mel_spectrograms() -> None:
     task = speech.vowels(0)
-    X_train, y_train = task.train.tensors
-    X_val, y_val = task.val.tensors
+    X_train, y_train = tensor_dataset(task.train).tensors
+    X_val, y_val = tensor_dataset(task.val).tensors
 
     assert X_train.shape == (1500, speech.MELS, 14) and X_val.shape == (450, speech.MELS, 14)
     assert torch.bincount(y_train).tolist() == [150] * 10

@@ -47,10 +47,10 @@ def _optimizer(name: str, *, quality: float, seed: int, epochs: int = 10,
                trials: int = 12, landscape: bool = False) -> dict[str, Any]:
     """An optimizer's stored result: ``quality`` is its final val_accuracy around the best lr."""
     rng = random.Random(seed)
-    records = []
+    records: list[dict[str, Any]] = []
     for number in range(trials):
         lr = 10 ** rng.uniform(-4, 0)
-        value = quality - 0.08 * abs(math.log10(lr) + 2) + rng.gauss(0, 0.005)
+        value: float | None = quality - 0.08 * abs(math.log10(lr) + 2) + rng.gauss(0, 0.005)
         state = "COMPLETE"
         if lr > 0.6:
             state, value = "DIVERGED", None
@@ -178,8 +178,9 @@ def test_failed_and_pruned_trials_score_the_worst_value() -> None:
 
 
 def test_tunability_summaries() -> None:
-    trials = [{"number": i, "state": "COMPLETE", "value": v}
-              for i, v in enumerate([0.5, 0.9, 0.95, 0.97, 0.96, 0.6, 0.7, 0.94])]
+    values = [0.5, 0.9, 0.95, 0.97, 0.96, 0.6, 0.7, 0.94]
+    trials: list[dict[str, Any]] = [{"number": i, "state": "COMPLETE", "value": v}
+                                    for i, v in enumerate(values)]
     t = statistics.tunability([StoredTrial.from_dict(x) for x in trials], mode="max",
                               shuffles=2000)
     assert t["best"] == 0.97 and t["n"] == 8

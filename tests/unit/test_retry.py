@@ -47,6 +47,10 @@ class Flaky:
             raise self.error
         return 42
 
+    def action(self) -> None:
+        """The call as an action (``until_stopped`` makes calls whose result nobody reads)."""
+        self()
+
 
 def test_causes_walk_the_cause_then_the_context_once_each() -> None:
     bottom = ConnectionRefusedError(111, "Connection refused")
@@ -128,7 +132,7 @@ def test_until_stopped_tries_again_after_any_error_until_the_call_goes_through()
     call = Flaky(RuntimeError("Ray is not up"), failures=3)
     heard: list[tuple[str, float]] = []
     waits: list[float] = []
-    assert until_stopped(call, stopped=lambda: False,
+    assert until_stopped(call.action, stopped=lambda: False,
                          failed=lambda error, wait: heard.append((str(error), wait)),
                          first_s=1.0, longest_s=2.0, sleep=waits.append)
     assert call.calls == 4
@@ -138,11 +142,12 @@ def test_until_stopped_tries_again_after_any_error_until_the_call_goes_through()
 
 def test_until_stopped_gives_up_when_stopped() -> None:
     call = Flaky(RuntimeError("Ray is not up"), failures=1000)
-    assert not until_stopped(call, stopped=lambda: call.calls >= 2, failed=lambda e, w: None,
-                             first_s=1.0, longest_s=2.0, sleep=lambda seconds: None)
+    assert not until_stopped(call.action, stopped=lambda: call.calls >= 2,
+                             failed=lambda e, w: None, first_s=1.0, longest_s=2.0,
+                             sleep=lambda seconds: None)
     assert call.calls == 2
     never = Flaky(RuntimeError("Ray is not up"), failures=0)
-    assert not until_stopped(never, stopped=lambda: True, failed=lambda e, w: None,
+    assert not until_stopped(never.action, stopped=lambda: True, failed=lambda e, w: None,
                              first_s=1.0, longest_s=2.0, sleep=lambda seconds: None)
     assert never.calls == 0
 

@@ -4,10 +4,12 @@ they build, and how they are exported."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 import search_spaces
 from search_spaces import schedule_config
@@ -43,6 +45,7 @@ def test_warmup_cosine_is_algoperfs_schedule_step_by_step() -> None:
                        else 0.5 * (1 + math.cos(math.pi * (k - warm) / (total - warm))))
                 for k in range(total)]
 
+    assert entry is not None
     assert entry["step"] == "batch"
     assert entry["class"] == "torch.optim.lr_scheduler.SequentialLR"
     assert rates(entry, total) == pytest.approx(expected, abs=1e-12)
@@ -87,8 +90,10 @@ def test_a_job_searches_the_schedule_through_space_overrides() -> None:
                                          "warmup": {"low": 0.02, "high": 0.1}})
 
     distributions = space.distributions()
-    assert distributions["schedule"].choices == ("exponential", "warmup_cosine")
-    assert (distributions["warmup"].low, distributions["warmup"].high) == (0.02, 0.1)
+    schedule, warmup = distributions["schedule"], distributions["warmup"]
+    assert isinstance(schedule, CategoricalDistribution) and isinstance(warmup, FloatDistribution)
+    assert schedule.choices == ("exponential", "warmup_cosine")
+    assert (warmup.low, warmup.high) == (0.02, 0.1)
 
     point = {**space.defaults(train_size=TRAIN_SIZE), "schedule": "warmup_cosine",
              "warmup": 0.05, "batch_size": 64}
@@ -134,7 +139,7 @@ def test_bad_schedule_overrides_are_named(override: dict, problem: str) -> None:
 
 def test_the_export_says_when_to_step_and_loads_back() -> None:
     entry = schedule_config("warmup_cosine", warmup=0.1, epochs=2, steps_per_epoch=10)
-    document = {
+    document: dict[str, Any] = {
         "job": 3, "task": "digits-mlp", "metric": {"name": "val_loss", "mode": "min"},
         "best": "adamw",
         "optimizers": {"adamw": {

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 import search_spaces
 from search_spaces import OptimizerConfig, SearchSpace
@@ -231,6 +232,7 @@ def test_hyperparameters_names_a_missing_optuna_param() -> None:
 def test_override_range_and_log() -> None:
     space = search_spaces.load("momentum", {"lr": {"low": 1.0e-5, "high": 1.0e2}})
     lr = space.distributions()["lr"]
+    assert isinstance(lr, FloatDistribution)
     assert (lr.low, lr.high, lr.log) == (1e-5, 1e2, True)
     space = search_spaces.load("adam", {"lr": {"high": 0.01}})
     assert (space.params["lr"].low, space.params["lr"].high) == (1e-5, 0.01)
@@ -253,6 +255,7 @@ def test_override_single_choice_fixes_the_value() -> None:
 def test_override_several_choices_of_a_one_minus_param_are_values() -> None:
     space = search_spaces.load("adam", {"beta2": {"choices": [0.99, 0.999]}})
     dist = space.distributions()["beta2"]
+    assert isinstance(dist, CategoricalDistribution)
     assert dist.choices == (0.99, 0.999)
     hp = space.hyperparameters(_sample(space), train_size=TRAIN_SIZE)
     assert hp["beta2"] in (0.99, 0.999)
@@ -261,10 +264,12 @@ def test_override_several_choices_of_a_one_minus_param_are_values() -> None:
 def test_override_beta1_range_is_converted_to_q() -> None:
     space = search_spaces.load("adam", {"beta1": {"low": 0.8, "high": 0.99}})
     q = space.distributions()["one_minus_beta1"]
+    assert isinstance(q, FloatDistribution)
     assert (q.low, q.high, q.log) == (0.01, 0.2, True)
     # Only one end given: the other comes from the file (q high 0.5 -> beta1 low 0.5).
     space = search_spaces.load("adam", {"beta1": {"high": 0.95}})
     q = space.distributions()["one_minus_beta1"]
+    assert isinstance(q, FloatDistribution)
     assert (q.low, q.high) == (0.05, 0.5)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
+from tests.datasets import tensor_dataset
 from tuner.errors import TaskError
 from tuner.task import BUILTIN_TASKS, LOOP_TASKS, Task, resolve_task
 from workers.tasks import digits, landscapes
@@ -17,12 +19,14 @@ NAMES = sorted(set(BUILTIN_TASKS) - LOOP_TASKS)  # the Task factories (loops: te
 
 
 def build(name: str, seed: int = 0) -> Task:
-    return resolve_task(name)(seed)
+    task = resolve_task(name)(seed)
+    assert isinstance(task, Task), name  # NAMES are factories, not training loops
+    return task
 
 
 def fit(task: Task, optimizer: torch.optim.Optimizer, *, epochs: int, batch_size: int) -> None:
     """The plainest loop: shuffled minibatches of a TensorDataset."""
-    X, y = task.train.tensors
+    X, y = tensor_dataset(task.train).tensors
     generator = torch.Generator().manual_seed(0)
     task.model.train()
     for _ in range(epochs):
@@ -36,7 +40,7 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, *, epochs: int, batch_size
 
 
 def evaluate(task: Task) -> tuple[float, dict[str, float]]:
-    X_val, y_val = task.val.tensors
+    X_val, y_val = tensor_dataset(task.val).tensors
     task.model.eval()
     with torch.no_grad():
         outputs = task.model(X_val)
@@ -51,7 +55,7 @@ def test_task_builds_and_its_loss_and_metrics_accept_the_model_outputs(name: str
 
     assert isinstance(task, Task)
     assert isinstance(task.model, torch.nn.Module)
-    assert len(task.train) > 0 and len(task.val) > 0
+    assert len(tensor_dataset(task.train)) > 0 and len(tensor_dataset(task.val)) > 0
     loss, metrics = evaluate(task)
     assert math.isfinite(loss)
     assert set(metrics) == set(BUILTIN_TASKS[name][3])  # what `tuner tasks` promises
@@ -62,7 +66,7 @@ def test_task_builds_and_its_loss_and_metrics_accept_the_model_outputs(name: str
 @pytest.mark.parametrize("name", NAMES)
 def test_the_loss_of_a_training_batch_has_gradients(name: str) -> None:
     task = build(name)
-    X, y = task.train.tensors
+    X, y = tensor_dataset(task.train).tensors
 
     task.loss(task.model(X[:8]), y[:8]).backward()
 
@@ -85,7 +89,9 @@ def test_data_is_the_same_whatever_the_seed(name: str) -> None:
     a, b = build(name, seed=0), build(name, seed=7)
 
     for dataset_a, dataset_b in [(a.train, b.train), (a.val, b.val)]:
-        for tensor_a, tensor_b in zip(dataset_a.tensors, dataset_b.tensors, strict=True):
+        pairs = zip(tensor_dataset(dataset_a).tensors, tensor_dataset(dataset_b).tensors,
+                    strict=True)
+        for tensor_a, tensor_b in pairs:
             assert torch.equal(tensor_a, tensor_b)
 
 
@@ -93,8 +99,8 @@ def test_data_is_the_same_whatever_the_seed(name: str) -> None:
 def test_data_is_built_once_per_process(name: str) -> None:
     a, b = build(name, seed=0), build(name, seed=1)
 
-    assert a.train.tensors[0] is b.train.tensors[0]
-    assert a.val.tensors[0] is b.val.tensors[0]
+    assert tensor_dataset(a.train).tensors[0] is tensor_dataset(b.train).tensors[0]
+    assert tensor_dataset(a.val).tensors[0] is tensor_dataset(b.val).tensors[0]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -116,8 +122,8 @@ def test_digits_split_is_fixed_stratified_and_matches_the_tensors() -> None:
     assert np.abs(np.bincount(y_val) - np.bincount(y_train) / 4).max() <= 1
     assert not X_train.flags.writeable  # cached and shared
     assert digits.digits_split() is digits.digits_split()
-    np.testing.assert_array_equal(task.train.tensors[0].numpy(), X_train)
-    np.testing.assert_array_equal(task.val.tensors[1].numpy(), y_val)
+    np.testing.assert_array_equal(tensor_dataset(task.train).tensors[0].numpy(), X_train)
+    np.testing.assert_array_equal(tensor_dataset(task.val).tensors[1].numpy(), y_val)
 
 
 def test_digits_split_is_scikit_learns_own() -> None:
@@ -139,7 +145,7 @@ def test_digits_split_is_scikit_learns_own() -> None:
 
 def test_autoencoder_reconstructs_its_inputs() -> None:
     task = digits.autoencoder(seed=0)
-    X_val, targets = task.val.tensors
+    X_val, targets = tensor_dataset(task.val).tensors
 
     assert targets is X_val
     assert task.model(X_val).shape == X_val.shape
@@ -156,10 +162,10 @@ def test_digits_logreg_trains_above_90_percent() -> None:
 
 
 def test_sequence_labels_say_whether_the_sum_is_above_zero() -> None:
-    task = resolve_task("sequence-gru")(0)
-    X_val, y_val = task.val.tensors
+    task = build("sequence-gru")
+    X_val, y_val = tensor_dataset(task.val).tensors
 
-    assert X_val.shape == (500, 20, 1) and len(task.train) == 2000
+    assert X_val.shape == (500, 20, 1) and len(tensor_dataset(task.train)) == 2000
     assert set(X_val.unique().tolist()) == {-1.0, 0.0, 1.0}
     assert torch.equal(y_val, (X_val.sum(dim=(1, 2)) > 0).long())
     assert 0.3 < y_val.float().mean().item() < 0.7
@@ -193,8 +199,12 @@ def test_rosenbrock_sgd_reduces_the_loss_and_the_distance() -> None:
         ),
     ],
 )
-def test_landscape_position_value_and_distance_agree(factory, start, minimum, value) -> None:
+def test_landscape_position_value_and_distance_agree(
+    factory: Callable[..., Task], start: tuple[float, float], minimum: tuple[float, float],
+    value: Callable[[landscapes.Array, landscapes.Array], landscapes.Array],
+) -> None:
     task = factory(seed=5)
+    assert isinstance(task.model, landscapes.Landscape)
     x, y = task.model.position
 
     assert max(abs(x - start[0]), abs(y - start[1])) <= landscapes.PERTURBATION
@@ -205,7 +215,7 @@ def test_landscape_position_value_and_distance_agree(factory, start, minimum, va
     assert distance == pytest.approx(math.hypot(x - minimum[0], y - minimum[1]))
     assert value(*minimum) == pytest.approx(0.0, abs=1e-12)
     grid = np.meshgrid(np.linspace(-2, 2, 5), np.linspace(-1, 3, 4))
-    assert value(*grid).shape == (4, 5)
+    assert np.shape(value(*grid)) == (4, 5)
 
 
 def test_unknown_task_name_lists_what_is_available() -> None:

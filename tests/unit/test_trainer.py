@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from tests.datasets import tensor_dataset
 from tuner.optim import build_optimizer
 from tuner.task import Task
 from workers.tasks.digits import logreg
@@ -144,8 +145,8 @@ class _Pairs(Dataset):
 
 def test_a_plain_dataset_trains_like_a_tensor_dataset() -> None:
     base = logreg(0)
-    X, y = base.train.tensors
-    X_val, y_val = base.val.tensors
+    X, y = tensor_dataset(base.train).tensors
+    X_val, y_val = tensor_dataset(base.val).tensors
     task = Task(model=base.model, train=_Pairs(X, y), val=_Pairs(X_val, y_val),
                 loss=base.loss, metrics=base.metrics)
 
@@ -173,8 +174,8 @@ def test_validation_in_batches_gives_the_whole_set_numbers() -> None:
 
 def test_a_plain_dataset_trains_with_dataloader_workers_like_in_process() -> None:
     base = logreg(0)
-    X, y = base.train.tensors
-    X_val, y_val = base.val.tensors
+    X, y = tensor_dataset(base.train).tensors
+    X_val, y_val = tensor_dataset(base.val).tensors
 
     def pairs_task() -> Task:
         seed_everything(0)

@@ -4,6 +4,7 @@ hand-over of a loop's epochs (workers.actor, the plain class behind the Ray acto
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def test_a_trial_on_its_own_records_its_reports() -> None:
          "trial.report: val_loss must be a number, but got 'low'"),
     ],
 )
-def test_bad_reports_are_named(call, message: str) -> None:
+def test_bad_reports_are_named(call: Callable[[tuner.Trial], object], message: str) -> None:
     with pytest.raises(ValueError) as info:
         call(tuner.Trial(SGD))
     assert str(info.value) == message
