@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -272,8 +273,6 @@ class SearchSpace:
         return out
 
     def _torch_defaults(self) -> dict[str, Any]:
-        import inspect
-
         import torch
 
         cls = getattr(torch.optim, self.torch_class)

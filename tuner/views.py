@@ -169,7 +169,6 @@ class ReportFacts(BaseModel):
 
 def report_facts(spec: Mapping[str, Any], result: JobResult) -> ReportFacts:
     """A succeeded job's :class:`ReportFacts` from its stored spec and result."""
-    # The statistics (numpy, scipy) load for a report only, not for every command.
     from tuner.analysis.statistics import report_facts as facts_of
 
     return ReportFacts.model_validate(facts_of(spec, result))

@@ -23,6 +23,7 @@ to the chunk ``advance`` is collecting and blocks once the chunk has its epochs,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -34,6 +35,8 @@ from typing import Any
 import ray
 
 from tuner.errors import TaskError, TrialPruned
+from tuner.task import is_training_loop, reported_metrics, resolve_task
+from tuner.trial import Trial, TrialDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +83,6 @@ class _Worker:
     ) -> None:
         import torch
 
-        from tuner.task import is_training_loop, resolve_task
-
         torch.set_num_threads(max(1, num_threads))
         # A factory seed -> Task, or a training loop train(trial) (self._is_loop).
         self._factory: Any = resolve_task(task)
@@ -95,8 +96,6 @@ class _Worker:
 
     def describe(self) -> WorkerInfo:
         """Build the task once (which also loads and caches its data) and say what it is."""
-        from tuner.task import reported_metrics
-
         context = ray.get_runtime_context() if ray.is_initialized() else None
         if self._is_loop:
             return WorkerInfo(
@@ -206,8 +205,6 @@ class _LoopRun:
 
     def __init__(self, loop: Any, config: dict[str, Any], *, seed: int, device: Any,
                  budget: int, metric: str | None, name: str) -> None:
-        from tuner.trial import Trial
-
         self._cond = threading.Condition()
         self._requested = 0  # epochs asked for by every advance so far (at most the budget)
         self._pending: list[dict[str, Any]] = []  # reported, not yet handed to the coordinator
@@ -229,7 +226,6 @@ class _LoopRun:
         self._thread.start()
 
     def _main(self, loop: Any) -> None:
-        from tuner.trial import TrialDiverged
         from workers.trainer import seed_everything
 
         try:
@@ -306,8 +302,6 @@ class _LoopRun:
 def _fingerprint(task: Any) -> str | None:
     """SHA-256 of a task's training and validation tensors: the same digest means the same
     data and split. ``None`` for data that is not a ``TensorDataset``."""
-    import hashlib
-
     from torch.utils.data import TensorDataset
 
     digest = hashlib.sha256()

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+
+import optuna
 
 from tuner.spec import study_name
-
-if TYPE_CHECKING:
-    import optuna
 
 __all__ = ["Importances", "importances", "job_importances"]
 
@@ -23,8 +21,6 @@ Importances = dict[str, dict[str, float] | str]
 
 def importances(study: optuna.Study, *, seed: int = 0) -> dict[str, float] | str:
     """fANOVA importances of a study's parameters, or why there are none (a note)."""
-    import optuna
-
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 3:
         return f"too few complete trials ({len(complete)}; needs 3)"
@@ -42,7 +38,6 @@ def job_importances(job_id: int, names: Iterable[str],
     storage to read (nothing is computed then)."""
     if not storage_url:
         return {}, ["no study storage given: hyperparameter importance skipped"]
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)

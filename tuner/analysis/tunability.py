@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from tuner.results import StoredTrial, TrialOutcome, is_finite
 
 __all__ = ["SHUFFLES", "expected_best", "expected_best_exact", "trial_scores", "trial_shares",
@@ -56,8 +58,6 @@ def expected_best(scores: Sequence[float], *, mode: str, shuffles: int = SHUFFLE
         >>> round(curve["mean"][0], 1), round(curve["mean"][-1], 6)
         (0.2, 0.1)
     """
-    import numpy as np
-
     values = np.asarray(list(scores), dtype=float)
     n = values.size
     if n == 0:

@@ -22,15 +22,23 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+import search_spaces
+from tuner import store
+from tuner.api._guard import RequestGuard
+from tuner.api.routes import catalog, code, health, jobs, report
 from tuner.config import Settings, get_settings
 from tuner.errors import JobNotFoundError, JobStateError, SpecError, TunerError
+from tuner.spec import JobSpec
+from tuner.task import available_tasks, reported_metrics
 
 if TYPE_CHECKING:
     from tuner.engine.service import Service
@@ -79,16 +87,10 @@ def create_app(
         bind_host: The address ``tuner serve`` binds; without a token, requests must name
             it (or a loopback address) as their ``Host``.
     """
-    from tuner.api.routes import catalog, code, health, jobs, report
-
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from starlette.concurrency import run_in_threadpool
-
-        from tuner import store
-
         settings.ensure_home()
         await run_in_threadpool(store.upgrade, settings.database_url)
         yield
@@ -119,7 +121,6 @@ def create_app(
     app.include_router(catalog.router)
     app.include_router(health.router)
     _add_error_handlers(app)
-    from tuner.api._guard import RequestGuard
 
     app.add_middleware(RequestGuard, allowed_origins=settings.allowed_origins,
                        token_set=bool(settings.api_token), bind_host=bind_host)
@@ -128,8 +129,6 @@ def create_app(
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("tuner")
     except PackageNotFoundError:  # pragma: no cover - a source checkout without install
@@ -184,9 +183,6 @@ def _list_valid_names(job_schema: dict[str, Any]) -> None:
     """Name what the API accepts in the job document's schema: the tasks (built-in and
     installed) and the optimizers (the search spaces) as enums, the metrics as examples. The
     lists are those of this server when the document is first asked for."""
-    import search_spaces
-    from tuner.task import available_tasks, reported_metrics
-
     props = job_schema.get("properties", {})
     tasks = available_tasks()
     if "task" in props:
@@ -213,7 +209,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, plus the job document's schema (the body of ``POST /v1/jobs``)."""
     if app.openapi_schema:
         return app.openapi_schema
-    from tuner.spec import JobSpec
 
     schema = get_openapi(
         title=app.title, version=app.version, summary=app.summary,

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
+from tuner import store
 from tuner.config import Settings
 
 __all__ = ["SessionDep", "SettingsDep", "WriterDep", "get_session", "get_settings",
@@ -32,8 +33,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
     """A session on the jobs database for one request (commits at the end)."""
-    from tuner import store
-
     with store.session_scope(settings.database_url) as session:
         yield session
 

@@ -54,7 +54,6 @@ def open_source(server: str | None) -> Iterator[JobsSource]:
     """The jobs of the server at ``server`` (``--server`` / ``TUNER_URL``, with the token of
     ``TUNER_API_TOKEN``), or of the local store when it is None or empty."""
     source: JobsSource
-    # Each source loads its library (httpx, SQLAlchemy) when opened, not for --help.
     if server:
         from tuner.cli._remote import RemoteJobs
 

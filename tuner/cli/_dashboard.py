@@ -31,7 +31,7 @@ __all__ = ["job_studies", "study_links"]
 def job_studies(storage: Any, job_id: int, optimizers: list[str]) -> list[tuple[str, int]]:
     """``(optimizer, Optuna study id)`` of a job's studies that exist, in ``optimizers``'
     order (a queued job has none yet)."""
-    from optuna.exceptions import OptunaError  # Optuna is never loaded at start-up
+    from optuna.exceptions import OptunaError
 
     found = []
     for name in optimizers:
@@ -53,7 +53,7 @@ def study_links(base: str, studies: list[tuple[str, int]]) -> tuple[str, dict[st
 
 
 def _open_storage(url: str) -> Any:
-    import optuna  # never loaded at start-up
+    import optuna
 
     engine_kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
@@ -90,7 +90,6 @@ def dashboard(
     study, live while the job runs. Ctrl-C stops it.
     """
     # The studies of this machine's jobs database: the local store's job, whatever TUNER_URL.
-    # The store (SQLAlchemy) loads when a command uses it, not at start-up (tuner --help).
     from tuner.cli._local import local_job
     from tuner.store._engine import safe_url
 

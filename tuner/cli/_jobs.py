@@ -51,7 +51,7 @@ DEMO_JOB: dict[str, Any] = {
 
 def _execute(spec: JobSpec, settings: Settings) -> int:
     """Record the job, run it with progress bars, print the leaderboard and where things are."""
-    from tuner.engine.jobs import create_local_job  # the engine: not loaded for --help
+    from tuner.engine.jobs import create_local_job
 
     job_id = create_local_job(settings, spec, start_ray=True)
     _run_and_show(settings, job_id, spec)
@@ -59,7 +59,6 @@ def _execute(spec: JobSpec, settings: Settings) -> int:
 
 
 def _run_and_show(settings: Settings, job_id: int, spec: JobSpec) -> None:
-    # The engine (and through it Ray, Optuna, MLflow) loads when a job runs, not for --help.
     from tuner.engine.jobs import cancel_check, export_path, report_dir, run_job
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
@@ -157,7 +156,7 @@ def resume(
     optimizer ends with exactly its budget.
     """
     # Only this machine's store: a server requeues the jobs its dead process left.
-    from tuner.cli._local import LocalJobs  # the store (SQLAlchemy): not loaded for --help
+    from tuner.cli._local import LocalJobs
 
     settings = get_settings()
     document = LocalJobs(settings.database_url).take_over(job_id, force=force)
@@ -288,7 +287,7 @@ def ui(
     A succeeded job opens on its leaderboard view: the job run and every optimizer run first,
     in rank order, with their final mean, std and best value as columns.
     """
-    from tuner.cli._local import local_job  # the store (SQLAlchemy): not loaded for --help
+    from tuner.cli._local import local_job
     from tuner.tracking import experiment_link, has_leaderboard_view, ui_base
 
     settings = get_settings()

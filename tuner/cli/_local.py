@@ -67,7 +67,6 @@ class LocalJobs:
         return report_facts(*self._spec_and_result(job_id))
 
     def write_report(self, job_id: int, out_dir: Path) -> WrittenReport:
-        # The report (the plots, matplotlib) loads for a report only, not for every command.
         from tuner.analysis.report import write_report
 
         spec, result = self._spec_and_result(job_id)

@@ -34,6 +34,7 @@ from tuner.config import get_settings
 from tuner.errors import SpecError, TunerError
 from tuner.spec import JobSpec, load_job_file
 from tuner.task import is_module_path
+from tuner.task_checks import service_task_problem
 
 db_app = typer.Typer(help="The jobs database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db", rich_help_panel="Service")
@@ -58,8 +59,6 @@ def serve(
     Writes need TUNER_API_TOKEN; without it the server binds loopback addresses only.
     Ctrl-C or SIGTERM stops it: running jobs are requeued for the next start.
     """
-    # The server's libraries (uvicorn, FastAPI, the store, Ray through the service) load
-    # when it starts, not at start-up of every command (tuner --help).
     import uvicorn
 
     from tuner.api import create_app
@@ -135,9 +134,6 @@ def submit(
 
     Example: tuner submit job.yaml --code . --wait
     """
-    # The engine's check of a task path loads nothing heavy, but nor does --help need it.
-    from tuner.task_checks import service_task_problem
-
     spec = load_job_file(job_file)
     problem = service_task_problem(spec.task, with_code=code is not None)
     if problem is not None:
@@ -161,7 +157,6 @@ def _warn(*parts: str | Text) -> None:
 
 def _ship_code(source: JobsSource, folder: Path, spec: JobSpec, *, job_file: str) -> str:
     """Pack ``folder`` and upload it (a spinner meanwhile); the archive's SHA-256."""
-    # Zipping code (tuner.code) is for submit only: not loaded at start-up.
     from tuner.code import pack_directory
 
     where = as_text(folder)
@@ -227,7 +222,7 @@ def db_upgrade() -> None:
     Optuna's tables in the same database are left alone. Safe to run again; the server
     also runs it on start.
     """
-    from tuner import store  # the store (SQLAlchemy): not loaded at start-up
+    from tuner import store
     from tuner.store._engine import safe_url
 
     settings = get_settings()

@@ -11,9 +11,8 @@ report's facts ``GET /v1/jobs/{id}/report/facts``'s ``ReportFacts``; and with th
 :class:`~tuner.errors.TunerError` lines (the API's 404 and 409 answers carry the store's
 messages).
 
-The two are imported when a source is opened: :mod:`tuner.store` (SQLAlchemy) and
-:mod:`tuner.client` (httpx) are not loaded when the CLI starts (``tuner --help`` loads
-neither).
+The two are imported when a source is opened (docs/architecture.md, "Imports inside
+functions").
 
 Example:
     >>> with open_source(server) as source:

@@ -54,8 +54,6 @@ def upload_to_ray(path: Path) -> str:
     Each node downloads and unpacks it once and caches it
     (``RAY_RUNTIME_ENV_WORKING_DIR_CACHE_SIZE_GB``). Needs a connected Ray.
     """
-    # Here, not at the top: `import tuner.code` stays light for the CLI's
-    # `tuner submit --code` and the API's upload check, which need no Ray.
     from ray._private.runtime_env.packaging import (
         get_uri_for_package,
         package_exists,
@@ -80,8 +78,6 @@ def runtime_env(settings: Settings, spec: JobSpec) -> dict[str, Any] | None:
     """
     env: dict[str, Any] = {}
     if spec.code:
-        # Here, not at the top, as Ray in upload_to_ray: the client, which imports
-        # tuner.code to pack, does without the store (SQLAlchemy, ~0.4 s).
         from tuner import store
 
         with store.session_scope(settings.database_url) as session:

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+import ray
+
 from tuner.engine.cluster import WarmWorkers, room_for
 
 __all__ = ["Admission"]
@@ -44,8 +46,6 @@ class Admission:
     def fits(self, spec: dict[str, Any]) -> bool:
         """Whether the job ``spec`` may start now: no other job is placing its workers, and
         Ray's free resources (with the kept workers') hold all of its workers."""
-        import ray
-
         with self._lock:
             if self._starting:
                 return False

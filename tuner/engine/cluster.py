@@ -10,18 +10,23 @@ out idle ones and replaces one that died.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import ray
+from ray.exceptions import RayActorError, RayTaskError, RuntimeEnvSetupError
+
+from tuner.code import runtime_env, worker_failure
 from tuner.errors import TaskError, TunerError
+from workers.actor import TrialWorker, WorkerInfo
 
 if TYPE_CHECKING:
     from tuner.config import Settings
     from tuner.spec import JobSpec
-    from workers.actor import WorkerInfo
 
 __all__ = ["WarmWorkers", "WorkerPool", "ensure_ray", "job_workers", "room_for", "worker_key",
            "workers_that_fit"]
@@ -31,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 def ensure_ray(address: str | None) -> None:
     """Join the cluster at ``address`` (``RAY_ADDRESS``), or start a local Ray."""
-    import ray
-
     if ray.is_initialized():
         return
     # Ray's start-up chatter (token authentication notice, ...) is not the user's business.
@@ -110,8 +113,6 @@ def room_for(spec: dict[str, Any], *, total: dict[str, float],
 def worker_key(spec: JobSpec) -> str:
     """What makes two jobs' workers interchangeable: the task, the resources of a slot and
     whatever else a worker is built with (its ``worker_options``, when a job has them)."""
-    import json
-
     fields = {"task", "resources"} | ({"trainer", "code", "requirements"}
                                       & set(type(spec).model_fields))
     return json.dumps(spec.model_dump(mode="json", include=fields), sort_keys=True)
@@ -165,8 +166,6 @@ class WarmWorkers:
 
     @staticmethod
     def _end(workers: list[Any]) -> None:
-        import ray
-
         for worker in workers:
             ray.kill(worker, no_restart=True)
 
@@ -199,11 +198,6 @@ class WorkerPool:
             TunerError: the cluster cannot hold one trial.
             TaskError: the workers cannot build the task (the worker's error says why).
         """
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError, RuntimeEnvSetupError
-
-        from tuner.code import runtime_env, worker_failure
-
         if self.settings is not None:  # the code is read from the store, never imported here
             self.runtime_env = runtime_env(self.settings, self.spec)
         count = job_workers(self.spec, ray.cluster_resources())
@@ -232,8 +226,6 @@ class WorkerPool:
 
     def replace(self, dead: Any) -> None:
         """Kill a worker that died and start an idle replacement."""
-        import ray
-
         self.workers.remove(dead)
         self._info.pop(id(dead), None)
         ray.kill(dead, no_restart=True)
@@ -245,8 +237,6 @@ class WorkerPool:
     def shutdown(self, *, keep: bool = False) -> None:
         """End the job's workers; with ``keep`` (the job finished well) and warm workers,
         leave them idle for the next job instead."""
-        import ray
-
         if keep and self.warm is not None and self.workers:
             resources = self.spec.resources
             self.warm.give(self.key, self.workers, {"CPU": resources.cpus_per_trial,
@@ -259,9 +249,6 @@ class WorkerPool:
     @staticmethod
     def _alive(workers: list[Any]) -> list[Any]:
         """The kept workers that still answer (one may have died while it waited)."""
-        import ray
-        from ray.exceptions import RayActorError
-
         alive = []
         for worker in workers:
             try:
@@ -273,8 +260,6 @@ class WorkerPool:
         return alive
 
     def _new_worker(self) -> Any:
-        from workers.actor import TrialWorker
-
         resources = self.spec.resources
         threads = max(1, int(resources.cpus_per_trial))
         code = {"runtime_env": self.runtime_env} if self.runtime_env else {}

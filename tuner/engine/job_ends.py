@@ -16,7 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from sqlalchemy import select
+
+from tuner import store
 from tuner.config import Settings
+from tuner.engine.recovery import close_books
 from tuner.errors import DatabaseUnavailableError
 
 __all__ = ["JobEnds"]
@@ -59,8 +63,6 @@ class JobEnds:
         ``running`` (run_job could not write it: the database was away); a cancel that was
         asked wins over a failure. Retried while the database is away
         (``TUNER_DB_RETRY_S``), then left to the service's loop."""
-        from tuner import store
-
         try:
             books = store.retrying(
                 self.settings.database_url,
@@ -77,8 +79,6 @@ class JobEnds:
     @staticmethod
     def _write_end(session: Any, job_id: int, state: str, error: str | None,
                    message: str | None) -> _Books | None:
-        from tuner import store
-
         job = store.get_job(session, job_id)
         spec = dict(job.spec or {})
         books = _Books(job_id, str(spec.get("name") or job.name),
@@ -98,8 +98,6 @@ class JobEnds:
         return books._replace(reason=f"job {state}: {error or message or ''}".strip())
 
     def settle_pending(self) -> None:
-        from tuner import store
-
         with self._lock:
             pending = dict(self._unsettled)
         for job_id, (state, error, message) in pending.items():
@@ -112,10 +110,6 @@ class JobEnds:
     def end_orphans(self, ours: set[int]) -> None:
         """End the ``running`` jobs of this server that no thread of it runs any more
         (one server per database): ``cancelled`` if a cancel was asked, else ``failed``."""
-        from sqlalchemy import select
-
-        from tuner import store
-
         with store.session_scope(self.settings.database_url) as session:
             rows = session.execute(
                 select(store.Job.id).where(store.Job.state == store.JobState.RUNNING.value,
@@ -137,8 +131,6 @@ class JobEnds:
 
     def close_books(self, books: _Books | None) -> None:
         """End the job's RUNNING trials in Optuna and runs in MLflow (best effort: logged)."""
-        from tuner.engine.recovery import close_books
-
         if books is None:
             return
         try:
@@ -163,8 +155,6 @@ class JobEnds:
             return False
 
     def fail_queued(self, job_id: int, error: str) -> None:
-        from tuner import store
-
         with store.session_scope(self.settings.database_url) as session:
             job = store.get_job(session, job_id)
             if job.state == store.JobState.QUEUED:

@@ -24,7 +24,6 @@ from sqlalchemy import select
 
 from tuner import store
 from tuner.analysis.export import build_export, render_export
-from tuner.analysis.report import library_versions, write_report
 from tuner.analysis.statistics import rank
 from tuner.config import Settings
 from tuner.engine.cluster import WarmWorkers, ensure_ray
@@ -268,6 +267,8 @@ def _best_effort(call: Callable[[], None], job_id: int) -> None:
 def _record(settings: Settings, job_id: int, spec: JobSpec,
             outcome: JobOutcome) -> dict[str, Any]:
     """Store a finished job's results: the export file, the report, the jobs table."""
+    from tuner.analysis.report import library_versions
+
     # The export file a user can hand to torch.optim, next to the job's MLflow run.
     path = export_path(settings, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +333,8 @@ def report_dir(settings: Settings, job_id: int) -> Path:
 def _write_report(settings: Settings, job_id: int, spec: JobSpec,
                   result: JobResult) -> list[Path]:
     """The job's report (plots and report.html); a plotting error never fails the job."""
+    from tuner.analysis.report import write_report
+
     try:
         return write_report(job_id, spec.model_dump(mode="json"), result,
                             report_dir(settings, job_id), storage_url=settings.database_url)

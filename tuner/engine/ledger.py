@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import optuna
+from optuna.trial import TrialState
+
 from tuner.analysis.statistics import first_epoch_at
 from tuner.results import (
     FinalRun,
@@ -26,10 +29,9 @@ from tuner.results import (
     is_finite,
 )
 from tuner.retry import is_database_outage
+from tuner.tracking import run_name
 
 if TYPE_CHECKING:
-    import optuna
-
     from search_spaces import SearchSpace
     from tuner.spec import JobSpec
     from tuner.tracking import JobTracker
@@ -111,8 +113,6 @@ class Ledger:
         counted, recorded in MLflow and enqueued to run again, as a resumed job does with a
         trial its killed coordinator was asking.
         """
-        import optuna
-
         study, space = self.studies[name], self.spaces[name]
         self._end_interrupted_asks(name)
         trial: optuna.trial.Trial | None = None
@@ -138,8 +138,6 @@ class Ledger:
                     params: dict[str, Any], hyper: dict[str, Any], config: dict[str, Any],
                     worker: Any) -> Slot:
         """A trial asked of optimizer ``name``'s study is in flight: counted, in MLflow."""
-        from tuner.tracking import run_name
-
         slot = Slot(key=f"{name}/trial/{trial.number}", optimizer=name, kind="trial",
                     number=trial.number, seed=seed, config=config, params=params,
                     worker=worker, hyper=hyper, trial=trial)
@@ -155,9 +153,6 @@ class Ledger:
     def _end_interrupted_asks(self, name: str) -> None:
         """End as lost the trials an ask of ``name``'s study that met a database outage
         left RUNNING (none when the outage came before Optuna wrote the trial)."""
-        import optuna
-        from optuna.trial import TrialState
-
         if name not in self._interrupted_asks:
             return
         study, space = self.studies[name], self.spaces[name]
@@ -246,8 +241,6 @@ class Ledger:
     def _tell(self, slot: Slot, outcome: TrialOutcome, value: float | None,
               reason: str | None) -> None:
         """Tell Optuna how a trial ended; a lost one is enqueued to run again."""
-        from optuna.trial import TrialState
-
         trial, study = slot.trial, self.studies[slot.optimizer]
         if trial is None:
             raise RuntimeError(f"{slot.key} is not a trial")
@@ -289,8 +282,6 @@ class Ledger:
         """What the sampler is told of a diverged trial (``diverged_as: worst``): the worst
         finite value of the study's completed trials and of this trial's own epochs;
         ``None`` (told FAIL) with ``diverged_as: fail`` or when nothing finite is known."""
-        from optuna.trial import TrialState
-
         if self.spec.diverged_as != "worst":
             return None
         study = self.studies[slot.optimizer]
@@ -305,8 +296,6 @@ class Ledger:
     def close_waiting(self, name: str, *, reason: str) -> None:
         """End the enqueued trials of a study that will not run (its search is over), as
         FAIL with ``reason`` in Optuna, MLflow and the counts: nothing stays WAITING."""
-        from optuna.trial import TrialState
-
         study = self.studies[name]
         self._end_interrupted_asks(name)
         for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -326,8 +315,6 @@ class Ledger:
     def select_best(self, name: str) -> list[int]:
         """Take optimizer ``name``'s best trial as its result; the seeds to re-run it with
         (none when no trial completed)."""
-        from optuna.trial import TrialState
-
         study, result = self.studies[name], self.results[name]
         # A diverged trial told as the worst result is COMPLETE to Optuna, never the best.
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

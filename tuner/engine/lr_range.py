@@ -15,6 +15,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import ray
+
+import search_spaces
+
 if TYPE_CHECKING:
     from tuner.engine.cluster import WorkerPool
     from tuner.engine.ledger import Ledger
@@ -36,8 +40,6 @@ def narrow_lr_ranges(ledger: Ledger, pool: WorkerPool) -> dict[str, dict[str, An
     whose study already has trials without a record, is left as it is. The job run's
     ``lr_range.<optimizer>`` parameters say what was found.
     """
-    import ray
-
     found: dict[str, dict[str, Any]] = {}
     to_test: dict[str, Any] = {}
     for name, study in ledger.studies.items():
@@ -87,8 +89,6 @@ def _g(value: float | None) -> str:
 
 def _narrow(ledger: Ledger, name: str, high: float) -> None:
     """Give optimizer ``name`` the space whose ``lr`` range ends at ``high``."""
-    import search_spaces
-
     overrides = {k: dict(v) for k, v in ledger.spec.space_overrides.get(name, {}).items()}
     low, old_high = ledger.spaces[name].params["lr"].bounds
     if high >= old_high:

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import optuna
+from optuna.trial import TrialState
+
 from tuner.engine.ledger import CURVE
+from tuner.engine.studies import open_storage
 from tuner.results import TrialOutcome, TrialRecord
+from tuner.spec import study_name
+from tuner.tracking import JobTracker, close_running, run_name
 
 if TYPE_CHECKING:
     from tuner.config import Settings
@@ -44,11 +50,6 @@ def _supersede_finals(ledger: Ledger) -> None:
 
 
 def _recover_study(ledger: Ledger, name: str, recorded: dict[tuple[str, int], Any]) -> None:
-    import optuna
-    from optuna.trial import TrialState
-
-    from tuner.tracking import run_name
-
     tracker, spec = ledger.tracker, ledger.spec
     study, space = ledger.studies[name], ledger.spaces[name]
     progress = ledger.progress.optimizers[name]
@@ -114,12 +115,6 @@ def close_books(settings: Settings, job_id: int, *, job_name: str, optimizers: l
     trials become FAIL (``tuner_state`` FAIL, ``reason``), its RUNNING MLflow runs FAILED.
     Nothing of the job stays RUNNING. Returns (trials, runs) ended.
     """
-    from optuna.trial import TrialState
-
-    from tuner.engine.studies import open_storage
-    from tuner.spec import study_name
-    from tuner.tracking import JobTracker, close_running
-
     storage = open_storage(settings.database_url)
     trials = 0
     for name in optimizers:

@@ -35,6 +35,7 @@ import time
 from functools import partial
 from typing import Any
 
+import ray
 from sqlalchemy import select
 
 from tuner import store
@@ -141,8 +142,6 @@ class Service:
             logger.info("requeued running jobs %s for the next server start", ids)
         try:
             if self._ray_started:
-                import ray
-
                 self.warm.clear()
                 # Wait for the local Ray's processes to end: if the server exits right after
                 # a plain shutdown, the raylet's DashboardAgent and RuntimeEnvAgent can outlive

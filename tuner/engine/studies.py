@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import optuna
+import optuna
 
+if TYPE_CHECKING:
     from tuner.spec import JobSpec
 
 __all__ = ["make_pruner", "make_sampler", "open_storage", "open_studies"]
@@ -20,8 +20,6 @@ __all__ = ["make_pruner", "make_sampler", "open_storage", "open_studies"]
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage on the jobs database (creates Optuna's tables on first use)."""
-    import optuna
-
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -32,8 +30,6 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 def make_sampler(spec: JobSpec) -> optuna.samplers.BaseSampler:
     """The job's sampler, seeded with the job's seed (every study gets its own instance)."""
-    import optuna
-
     seed = spec.seed
     match spec.sampler:
         case "tpe":
@@ -60,8 +56,6 @@ def make_sampler(spec: JobSpec) -> optuna.samplers.BaseSampler:
 
 def make_pruner(spec: JobSpec) -> optuna.pruners.BasePruner:
     """The job's pruner; Hyperband's maximum resource is the job's epoch budget."""
-    import optuna
-
     match spec.pruner:
         case "none":
             return optuna.pruners.NopPruner()
@@ -79,8 +73,6 @@ def make_pruner(spec: JobSpec) -> optuna.pruners.BasePruner:
 def open_studies(storage: optuna.storages.BaseStorage, job_id: int,
                  spec: JobSpec) -> dict[str, optuna.Study]:
     """Create (or, for a resumed job, load) the study of every optimizer of the job."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies: dict[str, optuna.Study] = {}
     for name in spec.optimizers:

@@ -13,7 +13,8 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, text
 
-from tuner.store._engine import VERSION_TABLE
+from tuner.config import get_settings
+from tuner.store._engine import VERSION_TABLE, get_engine
 from tuner.store._models import Base, include_name, include_object
 
 # Any constant works; it serializes concurrent upgrades of one PostgreSQL database.
@@ -39,7 +40,6 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from tuner.config import get_settings
 
     return get_settings().database_url
 
@@ -65,7 +65,6 @@ def run_migrations_online() -> None:
         _run_on(connection)
         return
     # The `alembic` command: same engine setup (SQLite pragmas, folders) as the application.
-    from tuner.store._engine import get_engine
 
     with get_engine(_url()).begin() as connection:
         _run_on(connection)

@@ -250,8 +250,6 @@ class JobSpec(BaseModel):
     def _valid_requirements(cls, requirements: list[str] | None) -> list[str] | None:
         if requirements is None:
             return None
-        # Here, not at the top: packaging costs every start of the CLI ~15 ms, for the jobs
-        # that have requirements.
         from packaging.requirements import InvalidRequirement, Requirement
 
         problems = []

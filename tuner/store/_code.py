@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from tuner.store._models import CodeArchive
 
@@ -37,8 +37,6 @@ def put_code(session: Session, *, sha256: str, data: bytes) -> tuple[CodeArchive
 
 def get_code(session: Session, sha256: str) -> CodeArchive | None:
     """The archive's row without loading its bytes, or ``None``."""
-    from sqlalchemy.orm import defer
-
     stmt = select(CodeArchive).options(defer(CodeArchive.data)).where(
         CodeArchive.sha256 == sha256)
     return session.scalars(stmt).first()

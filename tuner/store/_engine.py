@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -28,9 +30,6 @@ from tenacity import RetryCallState
 
 from tuner.errors import DatabaseUnavailableError, TunerError
 from tuner.retry import Budget, outage_retrying
-
-if TYPE_CHECKING:
-    from alembic.config import Config
 
 __all__ = ["DEFAULT_RETRY_S", "MIGRATIONS_DIR", "VERSION_TABLE", "get_engine", "ping",
            "retrying", "session_scope", "upgrade"]
@@ -206,16 +205,12 @@ def ping(url: str) -> None:
     Raises:
         DatabaseUnavailableError: it does not.
     """
-    from sqlalchemy import text
-
     with session_scope(url) as session:
         session.execute(text("SELECT 1"))
 
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic ``Config`` for our migrations, built in code (no ``alembic.ini`` needed)."""
-    from alembic.config import Config
-
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -234,7 +229,6 @@ def upgrade(url: str) -> None:
     with _lock:
         if url in _upgraded:
             return
-    from alembic import command
 
     config = alembic_config(url)
     engine = get_engine(url)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import lru_cache
+from pydoc_data.topics import topics
 from typing import cast
 
 import numpy as np
@@ -50,8 +51,6 @@ LAYERS = 2
 @lru_cache(maxsize=1)
 def corpus() -> tuple[bytes, str]:
     """The text as UTF-8 bytes, and its SHA-256 (the problem instance)."""
-    from pydoc_data.topics import topics
-
     text = "\n\n".join(topics[name] for name in sorted(topics)).encode("utf-8")
     return text, hashlib.sha256(text).hexdigest()
 

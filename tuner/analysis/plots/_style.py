@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from tuner.results import is_finite
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 DPI = 120
 
@@ -46,8 +48,6 @@ def metric_label(metric: str, mode: str) -> str:
 
 
 def figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
@@ -86,8 +86,6 @@ def style(ax: Axes, *, integer_x: bool = False) -> None:
     ax.grid(True, which="major", alpha=0.3, linewidth=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     if integer_x:
-        from matplotlib.ticker import MaxNLocator
-
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+
 from tuner.analysis.plots._style import (
     figure,
     log_scale,
@@ -21,8 +23,6 @@ from tuner.analysis.plots._style import (
 from tuner.results import StoredOptimizer, TrialOutcome, is_finite
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from tuner.results import JobResult
 
 
@@ -57,8 +57,6 @@ def _final_curves(o: StoredOptimizer, metric: str) -> tuple[list[list[float]], i
 
 
 def _convergence_info(spec: Mapping[str, Any], result: JobResult) -> ConvergenceInfo | None:
-    import numpy as np
-
     bands: dict[str, Band] = {}
     for name in result.ranked:
         curves, lost = _final_curves(result.optimizers[name], spec["metric"])
@@ -84,8 +82,6 @@ def plot_convergence(spec: Mapping[str, Any], result: JobResult, path: Path, *,
     optimizer (protocol 3); runs that diverged or failed are left out and counted in the
     legend. A linear metric gets a second panel zoomed on the last half of the epochs, where
     the optimizers part. ``None`` without any complete final run."""
-    import numpy as np
-
     info = _convergence_info(spec, result)
     if info is None:
         return None
@@ -123,8 +119,6 @@ def plot_convergence(spec: Mapping[str, Any], result: JobResult, path: Path, *,
 def _zoom(ax: Any, info: ConvergenceInfo, mode: str) -> None:
     """The last half of the epochs, on the bulk of the late values (one straggler must not
     flatten the others)."""
-    import numpy as np
-
     length = max(b.median.size for b in info.bands.values())
     start = max(1, length // 2)
     window = [v for b in info.bands.values()

@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+from matplotlib.colors import LogNorm
+
 from tuner.analysis.plots._style import figure, optimizer_colors, save, title
 from tuner.results import LandscapeInfo, StoredOptimizer, is_finite
 
 if TYPE_CHECKING:
-    import numpy as np
     from numpy.typing import NDArray
 
     from tuner.results import JobResult
@@ -31,8 +33,6 @@ def _rosenbrock(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.fl
 
 def _rastrigin(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
     """``20 + x^2 - 10 cos(2 pi x) + y^2 - 10 cos(2 pi y)``."""
-    import numpy as np
-
     return 20.0 + x**2 - 10.0 * np.cos(2 * np.pi * x) + y**2 - 10.0 * np.cos(2 * np.pi * y)
 
 
@@ -105,9 +105,6 @@ def plot_landscape(spec: Mapping[str, Any], result: JobResult, path: Path, *,
     ends, from the task's start point: each seed's start lies within a hair of it);
     log-spaced levels for Rosenbrock; the minimum starred. ``None`` unless the task is a
     two-parameter landscape."""
-    import numpy as np
-    from matplotlib.colors import LogNorm
-
     info = _landscape_info(spec, result)
     if info is None:
         return None

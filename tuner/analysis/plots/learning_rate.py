@@ -7,6 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from matplotlib.lines import Line2D
+from matplotlib.transforms import blended_transform_factory
+
 from tuner.analysis.plots._style import (
     figure,
     grid,
@@ -92,8 +95,6 @@ def plot_lr_sensitivity(spec: Mapping[str, Any], result: JobResult, path: Path, 
     (one dot per seed) beside it. Shaded: learning rates outside the optimizer's search range.
     ``None`` when no trial has a learning rate.
     """
-    from matplotlib.transforms import blended_transform_factory
-
     info = _lr_sensitivity_info(spec, result)
     if info is None:
         return None
@@ -160,8 +161,6 @@ def _xy(panel: LrPanel, state: TrialOutcome,
 def _label_axes(fig: Any, axes: Any, n: int, cols: int, ylabel: str) -> None:
     """x labels under the lowest panel of each column, y labels on the first column, the
     unused panels hidden, and the legend of the markers below."""
-    from matplotlib.lines import Line2D
-
     for ax in axes[n:]:
         ax.set_visible(False)
     for ax in axes[:n]:

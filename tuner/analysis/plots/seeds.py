@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+from matplotlib.patches import Patch
+
 from tuner.analysis.plots._style import (
     color_ticks,
     figure,
@@ -78,8 +81,6 @@ def plot_seed_sensitivity(spec: Mapping[str, Any], result: JobResult, path: Path
 
 def _draw_values(ax: Any, info: SeedsInfo, colors: Mapping[str, str],
                  spec: Mapping[str, Any]) -> None:
-    import numpy as np
-
     rng = np.random.default_rng(0)
     names = info.names
     every = [v for n in names for v in info.trials[n] + info.finals[n]]
@@ -108,9 +109,6 @@ def _draw_values(ax: Any, info: SeedsInfo, colors: Mapping[str, str],
 
 
 def _draw_spreads(ax: Any, info: SeedsInfo, colors: Mapping[str, str], metric: str) -> None:
-    import numpy as np
-    from matplotlib.patches import Patch
-
     names = info.names
     width = 0.38
     x = np.arange(len(names))

@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+from matplotlib.ticker import PercentFormatter
+
 from tuner.analysis.plots._style import (
     STATE_COLORS,
     color_ticks,
@@ -51,9 +54,6 @@ def plot_tunability(spec: Mapping[str, Any], result: JobResult, path: Path, *,
     band (protocol 5; failures score the job's worst value). Right: the share of trials that
     completed, were pruned, diverged or failed, per optimizer. ``facts`` is
     :func:`tuner.analysis.statistics.report_facts` (computed when not given)."""
-    import numpy as np
-    from matplotlib.ticker import PercentFormatter
-
     facts = facts if facts is not None else report_facts(spec, result)
     info = _tunability_info(result, facts)
     if info is None:

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
+import search_spaces
 from tuner.api.schemas import SearchSpaceOut, TaskOut
+from tuner.task import available_tasks
 
 __all__ = ["router"]
 
@@ -18,8 +20,6 @@ def list_search_spaces() -> list[dict[str, Any]]:
     """The shipped search spaces (one per optimizer name a job may list), with each
     parameter's distribution. ``space_overrides`` in a job narrow or fix them.
     """
-    import search_spaces
-
     out = []
     for name in search_spaces.available():
         space = search_spaces.load(name)
@@ -38,8 +38,6 @@ def list_tasks() -> list[dict[str, Any]]:
     """The tasks the API accepts: built-in ones and those installed through the
     ``tuner.tasks`` entry points. A job's ``metric`` must be one of a task's ``metrics``.
     """
-    from tuner.task import available_tasks
-
     return [
         {
             "name": info.name,

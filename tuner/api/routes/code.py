@@ -22,8 +22,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
+from tuner import store
 from tuner.api.deps import SessionDep, WriterDep, media_type, read_body
 from tuner.api.schemas import ErrorOut
+from tuner.code import check_archive
+from tuner.errors import CodeError
 
 __all__ = ["ZIP_TYPES", "code_problem", "router"]
 
@@ -96,10 +99,6 @@ def upload_code(
     ``sha256`` and ``size``, or 200 when the same archive is stored already. Needs the
     bearer token.
     """
-    from tuner import store
-    from tuner.code import check_archive
-    from tuner.errors import CodeError
-
     try:
         sha256 = check_archive(data, max_bytes=request.app.state.settings.max_code_bytes)
     except CodeError as e:
@@ -119,8 +118,6 @@ def upload_code(
 )
 def get_code(sha256: str, session: SessionDep) -> dict[str, Any]:
     """An uploaded archive's ``sha256``, ``size`` and ``created_at`` (not its bytes)."""
-    from tuner import store
-
     archive = store.get_code(session, sha256) if _SHA256.match(sha256) else None
     if archive is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND,

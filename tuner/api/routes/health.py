@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import text
 
+from tuner import store
 from tuner.api.deps import SettingsDep
 from tuner.api.schemas import Health
 from tuner.errors import TunerError
@@ -24,10 +26,6 @@ def healthz(request: Request, response: Response, settings: SettingsDep) -> dict
     database answers and the coordinator loop of ``tuner serve`` works (Ray up, the loop
     coming round); 503 otherwise, with every reason in ``problems``.
     """
-    from importlib.metadata import version
-
-    from tuner import store
-
     problems: list[str] = []
     try:
         with store.session_scope(settings.database_url) as session:

@@ -9,7 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
+from tuner import store
+from tuner.analysis.export import render_export
 from tuner.api.deps import OptunaStorageDep, SessionDep, WriterDep, media_type, read_body
+from tuner.api.routes.code import code_problem
 from tuner.api.schemas import (
     ErrorOut,
     JobDetail,
@@ -19,8 +22,9 @@ from tuner.api.schemas import (
     ValidationErrorOut,
 )
 from tuner.errors import SpecError
-from tuner.spec import MAX_DEPTH, JobSpec, document_problems, study_name
+from tuner.spec import MAX_DEPTH, JobSpec, document_problems, parse_job, study_name
 from tuner.store._jobs import MAX_JOB_ID as _MAX_JOB_ID
+from tuner.task_checks import service_task_problem
 from tuner.views import job_detail, job_page, succeeded_result
 
 __all__ = ["router"]
@@ -93,10 +97,6 @@ def parse_api_job(document: Any, *,
     Raises:
         SpecError: every bad field at once, with the CLI's texts.
     """
-    from tuner.api.routes.code import code_problem
-    from tuner.spec import parse_job
-    from tuner.task_checks import service_task_problem
-
     task = document.get("task") if isinstance(document, dict) else None
     code = document.get("code") if isinstance(document, dict) else None
     task_problem = (service_task_problem(task, with_code=code is not None)
@@ -161,8 +161,6 @@ def submit_job(
              -H 'Content-Type: application/json' \\
              -d '{"task": "digits-mlp", "optimizers": ["sgd", "adam"], "trials": 10}'
     """
-    from tuner import store
-
     spec = parse_api_job(document,
                          code_stored=lambda sha: store.get_code(session, sha) is not None)
     job = store.create_job(
@@ -187,8 +185,6 @@ def list_jobs(
     state: Annotated[State | None, Query(description="Only jobs in this state.")] = None,
 ) -> dict[str, Any]:
     """List jobs, newest first: ``{items, total, limit, offset}``."""
-    from tuner import store
-
     return job_page(store.list_jobs(session, limit=limit, offset=offset, state=state),
                     total=store.count_jobs(session, state=state), limit=limit, offset=offset)
 
@@ -196,8 +192,6 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobDetail, responses=_NOT_FOUND)
 def get_job(job_id: JobId, session: SessionDep) -> dict[str, Any]:
     """A job: state, per-optimizer progress, spec, history, leaderboard once succeeded."""
-    from tuner import store
-
     job = store.get_job(session, job_id)
     return job_detail(job, store.job_events(session, job_id))
 
@@ -216,8 +210,6 @@ def cancel_job(_writer: WriterDep, job_id: JobId, session: SessionDep) -> dict[s
     ends in Optuna and MLflow, then the job is ``cancelled``). Asking twice is harmless;
     a finished job answers 409. Needs the bearer token.
     """
-    from tuner import store
-
     job = store.request_cancel(session, job_id)
     events = store.job_events(session, job_id)
     session.commit()
@@ -239,7 +231,6 @@ def list_trials(
     the job's order) then trial number, with state, value, parameters and user attributes.
     A job that has not started has none.
     """
-    from tuner import store
     from tuner.engine.jobs import jsonable
 
     job = store.get_job(session, job_id)
@@ -291,9 +282,6 @@ def export_job(
     JSON; ``getattr(torch.optim, cls)(params, **kwargs)`` works on it. 409 until the job
     has succeeded.
     """
-    from tuner import store
-    from tuner.analysis.export import render_export
-
     result = succeeded_result(store.get_job(session, job_id),
                               "only a succeeded job has an export")
     media = "application/yaml" if format == "yaml" else "application/json"

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
+from tuner import store
 from tuner.api.deps import SessionDep, SettingsDep
 from tuner.api.schemas import ErrorOut, ReportFacts
 from tuner.config import Settings
@@ -41,8 +42,6 @@ _NEEDS = "a report needs a succeeded job"
 
 def _report_files(settings: Settings, session: Any, job_id: int) -> dict[str, Path]:
     """``name -> path`` of a succeeded job's report files on this server's disk."""
-    from tuner import store
-
     job = store.get_job(session, job_id)
     result = succeeded_result(job, _NEEDS)
     spec = dict(job.spec)
@@ -86,8 +85,6 @@ def get_report_facts(job_id: int, session: SessionDep) -> ReportFacts:
     """A succeeded job's tunability and sensitivity facts, per optimizer, and the report's
     warnings: what ``tuner report`` prints under the leaderboard (the expected best-so-far
     curve is drawn in ``tunability.png``, not sent)."""
-    from tuner import store
-
     job = store.get_job(session, job_id)
     result = succeeded_result(job, _NEEDS)
     return report_facts(dict(job.spec), result)
