@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,14 @@ from tuner.engine.coordinator import Coordinator
 from tuner.engine.ride_out import riding_out
 from tuner.engine.studies import open_storage
 from tuner.errors import JobCancelled, JobInterrupted, TunerError
-from tuner.results import JobOutcome, JobProgress, JobResult, LeaderboardRow, SearchResult
+from tuner.results import (
+    JobOutcome,
+    JobProgress,
+    JobResult,
+    LeaderboardRow,
+    SearchResult,
+    jsonable,
+)
 from tuner.spec import JobSpec
 from tuner.tracking import JobTracker
 
@@ -350,16 +356,3 @@ def _end(url: str, job_id: int, state: Any, *, error: str | None = None,
             store.update_progress(session, job_id, progress)
         store.set_state(session, store.get_job(session, job_id), state, error=error,
                         message=message)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: NaN and inf become null (PostgreSQL's JSON refuses them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    return str(value)

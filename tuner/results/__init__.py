@@ -28,6 +28,7 @@ from tuner.results.stored import (
     StoredOptimizer,
     StoredParam,
     StoredTrial,
+    jsonable,
     outcome_of,
 )
 
@@ -53,5 +54,6 @@ __all__ = [
     "better",
     "final_seeds",
     "is_finite",
+    "jsonable",
     "outcome_of",
 ]

@@ -19,7 +19,21 @@ from typing import Any
 from tuner.results.outcome import TrialOutcome, is_finite
 
 __all__ = ["Curves", "JobResult", "LandscapeInfo", "LeaderboardRow", "LrRangeCurve",
-           "StoredFinal", "StoredOptimizer", "StoredParam", "StoredTrial", "outcome_of"]
+           "StoredFinal", "StoredOptimizer", "StoredParam", "StoredTrial", "jsonable",
+           "outcome_of"]
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: NaN and inf become null (PostgreSQL's JSON refuses them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
 
 
 def _number(value: Any) -> float | None:

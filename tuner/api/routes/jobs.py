@@ -22,6 +22,7 @@ from tuner.api.schemas import (
     ValidationErrorOut,
 )
 from tuner.errors import SpecError
+from tuner.results import jsonable
 from tuner.spec import MAX_DEPTH, JobSpec, document_problems, parse_job, study_name
 from tuner.store._jobs import MAX_JOB_ID as _MAX_JOB_ID
 from tuner.task_checks import service_task_problem
@@ -231,8 +232,6 @@ def list_trials(
     the job's order) then trial number, with state, value, parameters and user attributes.
     A job that has not started has none.
     """
-    from tuner.engine.jobs import jsonable
-
     job = store.get_job(session, job_id)
     names: list[str] = list((job.spec or {}).get("optimizers", []))
     if optimizer is not None:
