@@ -3,7 +3,7 @@
 Why not one Ray Tune trial per configuration: starting and stopping a trial costs Ray Tune
 about 0.3 s (1.3 s without actor reuse) on a 2-core machine, while a 20-epoch MLP on the
 digits trains in about 0.7 s. A worker that stays up keeps its process, its imports and its
-data set, and costs one actor call per chunk of epochs (DESIGN.md, "Data flow").
+data set, and costs one actor call per chunk of epochs (docs/design.md, "Data flow").
 
 The coordinator drives a worker with three calls::
 
@@ -55,7 +55,7 @@ class WorkerInfo:
     train_size: int | None  # None for a training loop: its data is its own business
     val_size: int | None
     metrics: list[str] | None  # None for a training loop: known when it first reports
-    data_sha256: str | None = None  # the problem instance (REFERENCE.md protocol point 8)
+    data_sha256: str | None = None  # the problem instance (docs/reference.md protocol point 8)
 
 
 @dataclass

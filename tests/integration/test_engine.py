@@ -2,7 +2,7 @@
 
 Each job is small (a few trials of a few epochs on the digits or a 2-D landscape) and runs
 through the same path as ``tuner run``: ``create_local_job`` then ``run_job``. After each job
-the invariants of DESIGN.md are checked against the stores themselves, not the coordinator's
+the invariants of docs/design.md are checked against the stores themselves, not the coordinator's
 own counts: every trial ended in Optuna and in MLflow with the same number and state, the
 tags say what each run is, and the jobs table agrees with Optuna.
 """
@@ -94,7 +94,7 @@ def mlflow_runs(settings: Settings, job_id: int) -> tuple[MlflowClient, str, lis
 
 def check_invariants(settings: Settings, job_id: int, spec: Any,
                      outcome: JobOutcome | None = None) -> dict[str, list[Any]]:
-    """Assert DESIGN.md's invariants on a finished job; return its trials per optimizer."""
+    """Assert docs/design.md's invariants on a finished job; return its trials per optimizer."""
     # -- Optuna: every trial ended, the budget holds (lost trials do not count) ---------------
     trials = {name: study.get_trials(deepcopy=False)
               for name, study in studies(settings, job_id, spec).items()}

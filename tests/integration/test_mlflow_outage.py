@@ -1,4 +1,4 @@
-"""A real MLflow tracking server that goes away mid-job (DESIGN.md: "a transient database or
+"""A real MLflow tracking server that goes away mid-job (docs/design.md: "a transient database or
 MLflow outage (up to a minute) is ridden out with retries: the job pauses and goes on, with
 its exact budget; a longer one fails the job with a clear error").
 

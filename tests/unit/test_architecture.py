@@ -1,4 +1,4 @@
-"""The house rules of the code base, checked on its source (issue 8, STYLE.md).
+"""The house rules of the code base, checked on its source (issue 8, docs/style.md).
 
 - Data flows one way: no import cycle among the modules of tuner/, workers/ and
   search_spaces/, counting the imports inside functions (not those under TYPE_CHECKING).

@@ -2,7 +2,7 @@
 
 The document is built by hand from every shipped search space at its defaults
 (``search_spaces.load(name).optimizer_config(defaults)``), so each ``torch.optim`` class that
-tuner ships is loaded once through every path DESIGN.md promises.
+tuner ships is loaded once through every path docs/design.md promises.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_python_export_without_any_optimizer_is_still_valid_python() -> None:
     assert "make_best" not in namespace
 
 
-# -- DESIGN.md: getattr(torch.optim, cls)(model.parameters(), **kwargs) -------------------------
+# -- docs/design.md: getattr(torch.optim, cls)(model.parameters(), **kwargs) ------------------
 
 
 @pytest.mark.parametrize("name", NAMES)

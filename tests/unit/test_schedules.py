@@ -35,7 +35,7 @@ def rates(scheduler_entry: dict, steps: int, lr: float = 0.1) -> list[float]:
 
 
 def test_warmup_cosine_is_algoperfs_schedule_step_by_step() -> None:
-    # Linear warm-up over W = 5% of the steps, then cosine decay to zero (REFERENCE.md).
+    # Linear warm-up over W = 5% of the steps, then cosine decay to zero (docs/reference.md).
     epochs, per_epoch = 4, 25
     entry = schedule_config("warmup_cosine", warmup=0.05, epochs=epochs,
                             steps_per_epoch=per_epoch)

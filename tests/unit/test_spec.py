@@ -249,8 +249,8 @@ def test_every_cross_field_problem_is_reported_at_once() -> None:
 
 
 def test_every_bad_field_is_reported_at_once_field_errors_and_name_errors_together() -> None:
-    # DESIGN.md / STYLE.md: "All errors of one input at once". A bad number must not hide an
-    # unknown optimizer, task, sampler or override in the same document.
+    # docs/design.md / docs/style.md: "All errors of one input at once". A bad number must not
+    # hide an unknown optimizer, task, sampler or override in the same document.
     document = {
         "task": "nosuch",
         "optimizers": ["nosuchopt", "adam", "adam"],

@@ -218,7 +218,7 @@ def test_an_optimizer_whose_final_runs_all_diverged_does_not_lead() -> None:
 
 def test_a_diverged_final_run_ranks_after_re_runs_that_all_completed() -> None:
     # adam's one surviving re-run is the best mean, but two of its three re-runs diverged:
-    # a failure counts (REFERENCE.md, protocol point 2), it is not dropped.
+    # a failure counts (docs/reference.md, protocol point 2), it is not dropped.
     board = make("min", {"sgd": (0.29, [0.30, 0.31, 0.30]), "adam": (0.2, [0.1, None, None])})
 
     assert [row["optimizer"] for row in board] == ["sgd", "adam"]

@@ -1,5 +1,5 @@
 """Warnings about how a job was set up: a best value at the edge of its search range
-(REFERENCE.md protocol 6), and a general optimizer clearly worse than one it includes
+(docs/reference.md protocol 6), and a general optimizer clearly worse than one it includes
 (Choi et al. 2019; protocol 7)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tuner.results import LeaderboardRow, StoredParam, better, is_finite
 __all__ = ["EDGE_MARGIN", "INCLUSIONS", "edge_warnings", "inclusion_warnings"]
 
 #: A continuous parameter whose best value lies in the outer 5% of its (log) range is "at the
-#: edge": the optimum may lie outside the range (REFERENCE.md protocol 6).
+#: edge": the optimum may lie outside the range (docs/reference.md protocol 6).
 EDGE_MARGIN = 0.05
 
 #: Inclusion relations (Choi et al. 2019): the first optimizer can express the second (Adam
@@ -37,7 +37,7 @@ def edge_warnings(name: str, hyperparameters: Mapping[str, Any] | None,
     sampling scale (log for log-uniform): the outer ``margin`` of it on either side is the
     edge. Categorical parameters (batch size, weight decay grids) are not checked, nor the
     lower edge of ``lr_decay`` (all but a constant rate: the natural end of that range).
-    REFERENCE.md protocol 6.
+    docs/reference.md protocol 6.
 
     Example:
         >>> lr = StoredParam("float", low=1e-5, high=0.1, log=True)
@@ -83,7 +83,7 @@ def inclusion_warnings(rows: Sequence[LeaderboardRow], *, mode: str,
 
     Choi et al. (2019): with Momentum ⊆ Adam and Nesterov ⊆ NAdam (:data:`INCLUSIONS`), a tuned
     general optimizer never loses to the special one; "clearly worse" is a worse mean of the
-    final re-runs with Welch's p < ``alpha``. REFERENCE.md protocol 7.
+    final re-runs with Welch's p < ``alpha``. docs/reference.md protocol 7.
     """
     by_name = {row.optimizer: row for row in rows}
     out: list[str] = []

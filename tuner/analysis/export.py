@@ -1,6 +1,6 @@
 """Best optimizer settings out (YAML, JSON, Python) and back into ``torch.optim``.
 
-The export file (DESIGN.md)::
+The export file (docs/design.md)::
 
     job: 7
     task: digits-mlp

@@ -1,6 +1,6 @@
 """The leaderboard: final means, their spread, and Welch's test against the leader.
 
-The protocol follows the optimizer benchmarks of REFERENCE.md: rank by the mean of the
+The protocol follows the optimizer benchmarks of docs/reference.md: rank by the mean of the
 final re-runs of each optimizer's best setting (DeepOBS, Crowded Valley), show the spread
 and a 95% confidence interval (Student's t), and test each optimizer against the leader
 with Welch's two-sided t-test, Holm-adjusted across the comparisons of a job, so the table

@@ -75,7 +75,7 @@ def _problem_text(problem: Mapping[str, Any] | None) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that decide a result (REFERENCE.md protocol 8)."""
+    """Installed versions of the libraries that decide a result (docs/reference.md protocol 8)."""
     out = {}
     for name in _VERSIONED:
         try:

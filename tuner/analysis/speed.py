@@ -35,7 +35,7 @@ def time_to_target(finals: Sequence[StoredFinal], *, metric: str, target: float,
     """Speed (DeepOBS, AlgoPerf): epochs and seconds until the final runs reach ``target``.
 
     The median over the final runs of the first epoch at the target, counted as
-    ``epochs + 1`` for a run that never gets there (REFERENCE.md protocol 4), the median
+    ``epochs + 1`` for a run that never gets there (docs/reference.md protocol 4), the median
     training seconds until then (runs that got there), and how many got there.
     """
     hits: list[int] = []

@@ -15,7 +15,7 @@ __all__ = ["SHUFFLES", "expected_best", "expected_best_exact", "trial_scores", "
            "trials_to_within", "tunability"]
 
 #: Shuffles of each optimizer's trial order for the expected best after k trials
-#: (REFERENCE.md protocol 5: closed form or >= 1,000 shuffles; Sivaprasad et al. 2020).
+#: (docs/reference.md protocol 5: closed form or >= 1,000 shuffles; Sivaprasad et al. 2020).
 SHUFFLES = 1000
 
 #: The share buckets of trial outcomes; any other outcome (a failure) is ``failed``.
@@ -50,7 +50,7 @@ def expected_best(scores: Sequence[float], *, mode: str, shuffles: int = SHUFFLE
     The ``n`` trial scores are shuffled ``shuffles`` times; each order gives a best-so-far
     curve. Returns ``k``, the ``mean`` curve (its exact value is the closed form
     :func:`expected_best_exact`), and the ``low``/``high`` quantiles ``band`` of the curves
-    (Sivaprasad et al. 2020; REFERENCE.md protocol 5). ``NaN`` scores (no finite value at
+    (Sivaprasad et al. 2020; docs/reference.md protocol 5). ``NaN`` scores (no finite value at
     all) give ``NaN`` curves.
 
     Example:

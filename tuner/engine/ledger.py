@@ -1,6 +1,6 @@
 """Where every trial and final re-run of a job begins and ends: Optuna, MLflow, the counts.
 
-The invariant it keeps (DESIGN.md, "Nothing is lost"): every trial the coordinator starts
+The invariant it keeps (docs/design.md, "Nothing is lost"): every trial the coordinator starts
 ends in Optuna (COMPLETE, PRUNED or FAIL), in MLflow (a run with the same number and a final
 status) and in the job's counts, with the same outcome. The coordinator decides *when* a
 trial ends and *how* (a :class:`~tuner.results.TrialOutcome`); the :class:`Ledger` records

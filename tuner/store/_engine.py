@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: How long work on the jobs database is retried while the database is unreachable
-#: (``TUNER_DB_RETRY_S``): DESIGN.md's "an outage of up to a minute is ridden out".
+#: (``TUNER_DB_RETRY_S``): docs/design.md's "an outage of up to a minute is ridden out".
 DEFAULT_RETRY_S = 60.0
 
 #: The Alembic scripts, shipped as package data next to this package.

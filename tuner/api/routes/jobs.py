@@ -277,7 +277,7 @@ def export_job(
     session: SessionDep,
     format: Annotated[Literal["yaml", "json"], Query(description="yaml or json.")] = "yaml",
 ) -> Response:
-    """The best configuration of each optimizer (the export file of DESIGN.md), as YAML or
+    """The best configuration of each optimizer (the export file of docs/design.md), as YAML or
     JSON; ``getattr(torch.optim, cls)(params, **kwargs)`` works on it. 409 until the job
     has succeeded.
     """
