@@ -120,7 +120,7 @@ def test_the_lr_range_test_narrows_lr_to_just_above_the_stability_edge(tmp_path:
     # The study searched the narrowed range, and keeps what the test found.
     trials = study(job_id, "minibatch").get_trials(deepcopy=False)
     assert all(t.params["lr"] <= found["searched_high"] for t in trials)
-    assert study(job_id, "minibatch").user_attrs["tuner.engine.lr_range"]["blowup_lr"] == \
+    assert study(job_id, "minibatch").user_attrs["tuner.lr_range"]["blowup_lr"] == \
         found["blowup_lr"]
     # The MLflow job run and the report say so.
     client = MlflowClient(tracking_uri=get_settings().tracking_uri)

@@ -5,7 +5,7 @@ pass per optimizer with an exponentially growing rate finds where the loss blows
 above that point only diverge, so the study's ``lr`` range ends there. The pass runs on the
 job's workers (one optimizer per idle worker, side by side), starts from the optimizer's
 library defaults with the rate swept over the space's ``lr`` range, and is part of the job's
-time. What it found is kept with the study (user attribute ``tuner.engine.lr_range``, so a resumed
+time. What it found is kept with the study (user attribute ``tuner.lr_range``, so a resumed
 job searches the same range), in MLflow (the job run's ``lr_range.<optimizer>`` parameters)
 and in the job's result and report.
 """
@@ -28,7 +28,7 @@ __all__ = ["STUDY_ATTR", "narrow_lr_ranges"]
 logger = logging.getLogger(__name__)
 
 #: The study's user attribute that records the range test.
-STUDY_ATTR = "tuner.engine.lr_range"
+STUDY_ATTR = "tuner.lr_range"
 
 
 def narrow_lr_ranges(ledger: Ledger, pool: WorkerPool) -> dict[str, dict[str, Any]]:

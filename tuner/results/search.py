@@ -181,7 +181,7 @@ class SearchResult:
     seconds: float
     problem: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
-    lr_range: dict[str, dict[str, Any]] = field(default_factory=dict)  # tuner.engine.lr_range
+    lr_range: dict[str, dict[str, Any]] = field(default_factory=dict)  # tuner.lr_range
 
 
 @dataclass
