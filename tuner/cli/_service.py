@@ -59,6 +59,10 @@ def serve(
     Writes need TUNER_API_TOKEN; without it the server binds loopback addresses only.
     Ctrl-C or SIGTERM stops it: running jobs are requeued for the next start.
     """
+    # Ray's C++ failure handler prints a stack trace on every SIGTERM (a stop is no crash)
+    # and aborts the exit after a job ran. Ray reads this when it is imported, which the
+    # engine does: it is set before.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import uvicorn
 
     from tuner.api import create_app
@@ -80,8 +84,6 @@ def serve(
     service_logger.addHandler(handler)
     service_logger.setLevel(level)
 
-    # Ray's C++ failure handler prints a stack trace on every SIGTERM: a stop is no crash.
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     service = Service(settings, max_jobs=max_jobs)
     service.start()
     api = create_app(settings, service=service, bind_host=host)
