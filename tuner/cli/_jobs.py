@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -314,6 +315,8 @@ def ui(
         command += ["--default-artifact-root", settings.artifact_root]
     console.print(Text.assemble("serving ", as_text(uri), " (Ctrl-C stops)"))
     try:
-        subprocess.run(command, check=False)
+        # Without MLflow's job runner (five more processes, for features tuner does not use).
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+        subprocess.run(command, check=False, env=env)
     except KeyboardInterrupt:
         pass
