@@ -244,15 +244,15 @@ class Ledger:
         trial, study = slot.trial, self.studies[slot.optimizer]
         if trial is None:
             raise RuntimeError(f"{slot.key} is not a trial")
+        if self._told_already(slot, outcome):
+            return
         trial.set_user_attr("tuner_state", outcome.value)
         if reason:
             trial.set_user_attr("reason", reason[:500])
         if self.spec.pruner == "none" and slot.epochs:
             # No pruner was told the epochs: keep the metric's curve with the trial, so a
             # coordinator killed before MLflow has them can still log them on recovery.
-            values = [e["metrics"].get(self.spec.metric) for e in slot.epochs]
-            trial.set_user_attr(CURVE, [[e["epoch"], v if is_finite(v) else None]
-                                        for e, v in zip(slot.epochs, values, strict=True)])
+            trial.set_user_attr(CURVE, self._curve(slot))
         penalty = self._penalty(slot) if outcome is TrialOutcome.DIVERGED else None
         # skip_if_finished: a tell repeated after a database outage (the first one may have
         # been written before the connection dropped) is not an error.
@@ -261,22 +261,48 @@ class Ledger:
         elif outcome is TrialOutcome.PRUNED:
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif penalty is not None:
-            # The sampler learns that this region diverges: the trial is a result as bad as
-            # the worst the study has seen (DeepOBS, Crowded Valley: a diverged run is the
-            # worst result). Its steps from the divergence on carry the same value, so the
-            # pruner's medians count it as bad, not as absent.
-            trial.set_user_attr("penalty", penalty)
-            if self.spec.pruner != "none":
-                reported = {e["epoch"] for e in slot.epochs
-                            if is_finite(e["metrics"].get(self.spec.metric))}
-                for step in range(max(reported, default=0) + 1, self.spec.epochs + 1):
-                    trial.report(penalty, step)
-            study.tell(trial, penalty, skip_if_finished=True)
+            self._tell_penalty(slot, penalty)
         else:
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         if outcome is TrialOutcome.LOST:
             study.enqueue_trial(slot.params, user_attrs={"rerun_of": slot.number},
                                 skip_if_exists=False)
+
+    def _tell_penalty(self, slot: Slot, penalty: float) -> None:
+        """The sampler learns that this region diverges: the trial is a result as bad as the
+        worst the study has seen (DeepOBS, Crowded Valley: a diverged run is the worst
+        result). Its steps from the divergence on carry the same value, so the pruner's
+        medians count it as bad, not as absent."""
+        trial, study = slot.trial, self.studies[slot.optimizer]
+        assert trial is not None
+        trial.set_user_attr("penalty", penalty)
+        if self.spec.pruner != "none":
+            reported = {e["epoch"] for e in slot.epochs
+                        if is_finite(e["metrics"].get(self.spec.metric))}
+            for step in range(max(reported, default=0) + 1, self.spec.epochs + 1):
+                trial.report(penalty, step)
+        study.tell(trial, penalty, skip_if_finished=True)
+
+    def _curve(self, slot: Slot) -> list[list[Any]]:
+        """The job's metric per epoch of ``slot``, ``[[epoch, value or None], ...]``."""
+        values = [e["metrics"].get(self.spec.metric) for e in slot.epochs]
+        return [[e["epoch"], v if is_finite(v) else None]
+                for e, v in zip(slot.epochs, values, strict=True)]
+
+    def _told_already(self, slot: Slot, outcome: TrialOutcome) -> bool:
+        """Whether this is a tell repeated after a database outage: the first one was written
+        before the connection dropped (its attributes with it; a finished trial takes no
+        more). A lost trial's re-run is enqueued if the first attempt did not get that far."""
+        study = self.studies[slot.optimizer]
+        assert slot.trial is not None
+        if not study._storage.get_trial(slot.trial._trial_id).state.is_finished():
+            return False
+        if outcome is TrialOutcome.LOST and not any(
+                t.user_attrs.get("rerun_of") == slot.number
+                for t in study.get_trials(deepcopy=False)):
+            study.enqueue_trial(slot.params, user_attrs={"rerun_of": slot.number},
+                                skip_if_exists=False)
+        return True
 
     def _penalty(self, slot: Slot) -> float | None:
         """What the sampler is told of a diverged trial (``diverged_as: worst``): the worst
